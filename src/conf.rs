@@ -1,0 +1,141 @@
+//! The conf.json that `nix/stream-layered-image.nix` writes and the
+//! executable reads: nixpkgs' streamLayeredImage conf (the keys
+//! `stream_layered_image.py` reads) plus our graph-based `layering` form.
+//!
+//! Exactly one of `store_layers` (layers decided at build time, nixpkgs'
+//! form) and `layering` (layers decided here, at stream time, from the
+//! exported reference graph) must be present.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Deserializer};
+
+/// One image to stream.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Conf {
+    /// The Nix store directory, normally `/nix/store`. Every store path the
+    /// conf names must lie inside it.
+    #[serde(default = "default_store_dir")]
+    pub store_dir: String,
+    /// A base image tarball (`fromImage`), or null.
+    #[serde(default)]
+    pub from_image: Option<PathBuf>,
+    /// Layers decided at build time: each a list of store paths, in order.
+    #[serde(default)]
+    pub store_layers: Option<Vec<Vec<String>>>,
+    /// Layers decided at stream time from the reference graph.
+    #[serde(default)]
+    pub layering: Option<crate::layering::Spec>,
+    /// A directory holding `layer.tar` and `checksum` (nixpkgs' form).
+    pub customisation_layer: PathBuf,
+    /// `name:tag` the image loads as; `-t` overrides it at stream time.
+    pub repo_tag: String,
+    /// Image creation time: ISO 8601, or `"now"` (resolved at stream time).
+    pub created: String,
+    /// Modification time of every layer entry: ISO 8601, or `"now"`.
+    pub mtime: String,
+    /// Owner of every layer entry; nixpkgs passes numbers or numeric strings.
+    #[serde(deserialize_with = "number_or_numeric_string")]
+    pub uid: u32,
+    #[serde(deserialize_with = "number_or_numeric_string")]
+    pub gid: u32,
+    pub uname: String,
+    pub gname: String,
+    /// OCI `architecture`, e.g. `amd64`, `arm64`.
+    pub architecture: String,
+    /// OCI `variant` (e.g. `v8`), omitted when null.
+    #[serde(default)]
+    pub variant: Option<String>,
+    /// OCI `os`; nixpkgs always writes `linux`.
+    #[serde(default = "default_os")]
+    pub os: String,
+    /// The image's `config` object (Cmd, Env, …), kept in the conf's key
+    /// order because the image ID hashes these bytes.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+fn default_store_dir() -> String {
+    "/nix/store".to_owned()
+}
+
+fn default_os() -> String {
+    "linux".to_owned()
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// nixpkgs writes `uid = 0` as a number but lets users pass `"1000"`.
+fn number_or_numeric_string<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u32),
+        Text(String),
+    }
+    match Id::deserialize(d)? {
+        Id::Number(n) => Ok(n),
+        Id::Text(s) => s.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!("expected a number or numeric string, got {s:?}"))
+        }),
+    }
+}
+
+impl Conf {
+    /// Reads and checks a conf file. Errors name the file and the problem.
+    pub fn load(path: &Path) -> Result<Conf> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("conf {}: cannot read", path.display()))?;
+        Conf::parse(&bytes).with_context(|| format!("conf {}", path.display()))
+    }
+
+    /// Parses conf bytes and checks what serde cannot.
+    pub fn parse(bytes: &[u8]) -> Result<Conf> {
+        let conf: Conf = serde_json::from_slice(bytes)?;
+        if !conf.config.is_object() {
+            bail!("`config` must be a JSON object");
+        }
+        match (&conf.store_layers, &conf.layering) {
+            (None, None) => bail!("needs `store_layers` or `layering`"),
+            (Some(_), Some(_)) => bail!("has both `store_layers` and `layering`; give one"),
+            _ => {}
+        }
+        Ok(conf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal(extra: &str) -> String {
+        format!(
+            r#"{{"customisation_layer": "/c", "repo_tag": "a:b", "created": "now",
+                "mtime": "now", "uid": 0, "gid": "1000", "uname": "root",
+                "gname": "root", "architecture": "amd64", "config": {{}}{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn numeric_string_ids() {
+        let c = Conf::parse(minimal(r#", "store_layers": []"#).as_bytes()).unwrap();
+        assert_eq!((c.uid, c.gid), (0, 1000));
+        assert_eq!(c.store_dir, "/nix/store");
+    }
+
+    #[test]
+    fn needs_exactly_one_layer_source() {
+        let err = Conf::parse(minimal("").as_bytes()).unwrap_err();
+        assert!(format!("{err:#}").contains("store_layers"), "{err:#}");
+    }
+
+    #[test]
+    fn bad_uid_is_named() {
+        let s = minimal(r#", "store_layers": []"#).replace(r#""1000""#, r#""x""#);
+        let err = Conf::parse(s.as_bytes()).unwrap_err();
+        assert!(format!("{err:#}").contains("numeric"), "{err:#}");
+    }
+}

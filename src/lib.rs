@@ -1,0 +1,38 @@
+//! stream-layered-image: turns Nix store closures into container images.
+//!
+//! A drop-in for nixpkgs' `dockerTools.streamLayeredImage` streamer
+//! (`stream_layered_image.py`): it reads a conf.json, decides which store
+//! paths go into which layer (from an explicit `store_layers` list or from
+//! the exported reference graph), and streams a docker-archive tarball whose
+//! layers and image configuration are byte-identical to nixpkgs' output.
+//!
+//! The data flow, module by module:
+//!
+//! 1. [`conf`] parses the conf.json that the Nix function writes.
+//! 2. [`nix`] reads the Nix formats (store paths, closureInfo's
+//!    `registration`, exportReferencesGraph JSON) into a [`graph::Graph`].
+//! 3. [`layering`] turns the graph into store layers (auto-layer, the
+//!    popularity contest, `layeringPipeline`).
+//! 4. [`base_image`] opens a `fromImage` tarball; [`customisation`] checks
+//!    the customisation layer.
+//! 5. [`layer`] walks store paths into tar entries, sizes them from metadata
+//!    and streams them through [`tar`] while [`digest`] hashes the bytes.
+//! 6. [`image`] builds the image configuration and manifest; [`archive`]
+//!    writes the outer docker-archive; [`output`] handles stdout, `-o` files
+//!    and compression.
+
+pub mod archive;
+pub mod base_image;
+pub mod cli;
+pub mod conf;
+pub mod customisation;
+pub mod digest;
+pub mod graph;
+pub mod image;
+pub mod layer;
+pub mod layering;
+pub mod nix;
+pub mod output;
+pub mod pyjson;
+pub mod stream;
+pub mod tar;

@@ -1,0 +1,2 @@
+//! The `stream-layered-image` executable: conf in, docker-archive out.
+fn main() {}
