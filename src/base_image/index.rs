@@ -65,7 +65,7 @@ impl Index {
     pub fn scan<R: Read>(entries: tar::Entries<'_, R>, keep_json: bool) -> Result<Index> {
         let mut index = Index::default();
         for entry in entries {
-            let mut entry = entry.context("is not a valid tar archive (or is truncated)")?;
+            let mut entry = entry.map_err(|e| tar_error(&e, index.members.last()))?;
             let member = member_of(&entry).context("has an unsafe member name")?;
             let i = index.members.len();
             if keep_json && wants_json(&member) {
@@ -123,6 +123,24 @@ impl Index {
     /// Contents kept during the scan, if any.
     pub fn kept(&self, i: usize) -> Option<&[u8]> {
         self.kept.get(&i).map(Vec::as_slice)
+    }
+}
+
+/// A tar reading error as one line: where it happened and a cleaned-up
+/// cause (the tar crate may quote raw header bytes, newlines included).
+pub fn tar_error(e: &std::io::Error, previous: Option<&Member>) -> anyhow::Error {
+    let cause: String = e
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(120)
+        .collect();
+    match previous {
+        None => anyhow::anyhow!("is not a valid tar archive ({cause})"),
+        Some(m) => anyhow::anyhow!(
+            "is not a valid tar archive or is truncated after member {} ({cause})",
+            m.name
+        ),
     }
 }
 

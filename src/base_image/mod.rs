@@ -31,7 +31,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 pub use env::merge_config;
-use index::{Index, Member, MAX_JSON};
+use index::{tar_error, Index, Member, MAX_JSON};
 use source::Compression;
 
 /// One layer of the base image, in manifest order.
@@ -62,7 +62,15 @@ impl BaseImage {
     /// Opens and checks the base image at `path`. Errors read
     /// `base image PATH: problem`.
     pub fn open(path: &Path) -> Result<BaseImage> {
-        BaseImage::open_inner(path).with_context(|| format!("base image {}", path.display()))
+        BaseImage::open_inner(path).map_err(|e| {
+            // Flattened and escaped: names come from the archive and may
+            // hold newlines, yet the error must stay on one line.
+            anyhow::anyhow!(
+                "base image {}: {}",
+                path.display(),
+                one_line(&format!("{e:#}"))
+            )
+        })
     }
 
     fn open_inner(path: &Path) -> Result<BaseImage> {
@@ -189,9 +197,7 @@ impl BaseImage {
         let decoded = source::open_decoded(&self.path, self.compression).with_context(ctx)?;
         let mut archive = tar::Archive::new(decoded);
         for entry in archive.entries().with_context(ctx)? {
-            let mut entry = entry
-                .context("is not a valid tar archive (or is truncated)")
-                .with_context(ctx)?;
+            let mut entry = entry.map_err(|e| tar_error(&e, None)).with_context(ctx)?;
             let pos = entry.raw_file_position();
             let wanted = (0..self.layers.len()).find(|&i| !served[i] && self.data_pos[i] == pos);
             if let Some(i) = wanted {
@@ -213,7 +219,7 @@ impl BaseImage {
             what: format!(
                 "base image {}: member {}",
                 self.path.display(),
-                layer.member
+                one_line(&layer.member)
             ),
         }
     }
@@ -274,7 +280,7 @@ impl MemberReader<'_> {
         } else {
             let mut archive = tar::Archive::new(source::open_decoded(self.path, self.compression)?);
             for entry in archive.entries().context("cannot read")? {
-                let mut entry = entry.context("is not a valid tar archive (or is truncated)")?;
+                let mut entry = entry.map_err(|e| tar_error(&e, None))?;
                 if entry.raw_file_position() == m.data_pos {
                     entry.read_to_end(&mut bytes).with_context(|| {
                         format!("is truncated or corrupt (in member {})", m.name)
@@ -350,6 +356,19 @@ fn check_config_env(config: &Value, config_name: &str) -> Result<()> {
         Some(Value::Array(a)) if a.iter().all(Value::is_string) => Ok(()),
         Some(_) => bail!("image config {config_name}: config.Env is not a list of strings"),
     }
+}
+
+/// `text` with control characters (newlines …) escaped.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Hands out exactly `left` bytes and turns an early end into an error.
