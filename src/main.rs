@@ -51,8 +51,10 @@ fn run(cli: &Cli) -> Result<Summary> {
     let conf = Conf::load(&cli.conf)?;
     let shown = cli.conf.display();
     let now = SystemTime::now();
-    let created = IsoTime::parse(&conf.created, now).with_context(|| format!("conf {shown}: `created`"))?;
-    let mtime = IsoTime::parse(&conf.mtime, now).with_context(|| format!("conf {shown}: `mtime`"))?;
+    let created =
+        IsoTime::parse(&conf.created, now).with_context(|| format!("conf {shown}: `created`"))?;
+    let mtime =
+        IsoTime::parse(&conf.mtime, now).with_context(|| format!("conf {shown}: `mtime`"))?;
     let owner = Owner {
         uid: conf.uid.into(),
         gid: conf.gid.into(),
@@ -60,7 +62,11 @@ fn run(cli: &Cli) -> Result<Summary> {
         gname: conf.gname.clone(),
         mtime: mtime.unix_seconds(),
     };
-    let base = conf.from_image.as_deref().map(BaseImage::open).transpose()?;
+    let base = conf
+        .from_image
+        .as_deref()
+        .map(BaseImage::open)
+        .transpose()?;
     let base_count = base.as_ref().map_or(0, |b| b.layers().len());
     let store_layers = decide_layers(&conf, base_count)?;
     let customisation = Customisation::open(&conf.customisation_layer)?;
@@ -112,8 +118,10 @@ mod layering_shim {
 /// A closed consumer (`docker load` failing) shows up as EPIPE somewhere in
 /// the chain, since Rust ignores SIGPIPE.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Errors are one line even when a name in them holds a newline.
