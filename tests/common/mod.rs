@@ -227,3 +227,8 @@ pub fn read(p: &Path) -> Vec<u8> {
     fs::File::open(p).unwrap().read_to_end(&mut v).unwrap();
     v
 }
+
+/// Lower-case hex of digest bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
