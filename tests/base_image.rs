@@ -674,6 +674,11 @@ fn real_docker_save_opens() {
         assert_eq!(image.layers()[0].diff_id, diff_id(&streamed[0]));
         let env = image.config()["config"]["Env"].as_array().unwrap();
         assert!(env.contains(&json!("GREETING=hi")), "{env:?}");
+        // `docker save | gzip` opens the same.
+        let gz = dir.write("saved.tar.gz", &gzip(&std::fs::read(&saved).unwrap()));
+        let gz_image = BaseImage::open(&gz).unwrap();
+        assert_eq!(gz_image.layers(), image.layers());
+        assert_eq!(stream_all(&gz_image), streamed);
     });
     docker(&["rmi", &tag], None);
     if let Err(e) = result {

@@ -36,7 +36,10 @@ fn open_err(dir: &Path) -> String {
     let e = format!("{:#}", Customisation::open(dir).unwrap_err());
     eprintln!("{e}");
     assert!(!e.contains('\n'), "one line: {e}");
-    assert!(e.contains(&dir.display().to_string()), "names the path: {e}");
+    assert!(
+        e.contains(&dir.display().to_string()),
+        "names the path: {e}"
+    );
     e
 }
 
@@ -49,9 +52,16 @@ fn fixture_opens_with_the_reference_diff_id() {
     let vector: Value =
         serde_json::from_slice(&std::fs::read(vectors().join("from-image.json")).unwrap()).unwrap();
     let config: Value = serde_json::from_str(vector["config_json"].as_str().unwrap()).unwrap();
-    let last = config["rootfs"]["diff_ids"].as_array().unwrap().last().unwrap();
+    let last = config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap();
     assert_eq!(Some(c.diff_id.as_str()), last.as_str());
-    assert_eq!(c.size, std::fs::metadata(dir.join("layer.tar")).unwrap().len());
+    assert_eq!(
+        c.size,
+        std::fs::metadata(dir.join("layer.tar")).unwrap().len()
+    );
     assert_eq!(c.layer_tar, dir.join("layer.tar"));
 }
 
