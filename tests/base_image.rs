@@ -459,10 +459,12 @@ fn big_config_blob_after_manifest_in_gzip() {
 // ----------------------------------------------------------------- errors
 
 #[test]
-fn missing_file() {
+fn missing_file_or_a_directory() {
     let dir = Scratch::new("missing");
     let e = open_err(&dir.0.join("nope.tar"));
     assert!(e.contains("cannot open"), "{e}");
+    let e = open_err(&dir.0);
+    assert!(e.contains("is a directory"), "{e}");
 }
 
 #[test]

@@ -82,13 +82,11 @@ impl BaseImage {
             index: &index,
         };
 
-        let manifest = reader.json("manifest.json").map_err(|e| {
-            if index.resolve("manifest.json").is_err() {
-                anyhow::anyhow!("has no manifest.json (not a docker-archive)")
-            } else {
-                e
-            }
-        })?;
+        ensure!(
+            index.contains("manifest.json"),
+            "has no manifest.json (not a docker-archive)"
+        );
+        let manifest = reader.json("manifest.json")?;
         let (config_name, layer_names) = parse_manifest(&manifest)?;
         let config = reader.json(&config_name)?;
         let diff_ids = diff_ids(&config, &config_name)?;
