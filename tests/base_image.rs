@@ -687,3 +687,54 @@ fn real_docker_save_opens() {
         std::panic::resume_unwind(e);
     }
 }
+
+// ---------------------------------------------------------------- skopeo
+
+fn skopeo_copy(from: &Path, to: &str) -> bool {
+    let status = Command::new("skopeo")
+        .args(["copy", "-q"])
+        .arg(format!("docker-archive:{}", from.display()))
+        .arg(to)
+        .status();
+    match status {
+        Ok(s) if s.success() => true,
+        Ok(s) => panic!("skopeo copy to {to} failed: {s}"),
+        Err(_) => false,
+    }
+}
+
+/// skopeo's docker-archive (`<digest>.tar` layers, legacy `<id>/layer.tar`
+/// symlinks to them) opens as the same image; its OCI archive has no
+/// manifest.json and is refused by name.
+#[test]
+fn skopeo_archives() {
+    let dir = Scratch::new("skopeo");
+    let basic = vectors().join("basic.tar");
+    let out = dir.0.join("sk.tar");
+    if !skopeo_copy(
+        &basic,
+        &format!("docker-archive:{}:fixture:latest", out.display()),
+    ) {
+        eprintln!("SKIPPED (no skopeo): skopeo_archives");
+        return;
+    }
+    let reference = BaseImage::open(&basic).unwrap();
+    let image = BaseImage::open(&out).unwrap();
+    let ids = |i: &BaseImage| {
+        i.layers()
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&image), ids(&reference));
+    assert_eq!(stream_all(&image), stream_all(&reference));
+    assert_eq!(image.config()["config"], reference.config()["config"]);
+
+    let oci = dir.0.join("oci.tar");
+    assert!(skopeo_copy(
+        &basic,
+        &format!("oci-archive:{}", oci.display())
+    ));
+    let e = open_err(&oci);
+    assert!(e.contains("no manifest.json"), "{e}");
+}
