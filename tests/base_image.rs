@@ -738,3 +738,53 @@ fn skopeo_archives() {
     let e = open_err(&oci);
     assert!(e.contains("no manifest.json"), "{e}");
 }
+
+/// Member names longer than ustar's 100 bytes (GNU long-name and PAX
+/// headers precede the member) still locate the right data.
+#[test]
+fn long_member_names() {
+    let (a, b) = (layer_a(), layer_b());
+    let long_a = format!("{}/layer.tar", "d".repeat(120));
+    let long_b = format!("{}/layer.tar", "e".repeat(150));
+    let config = image_config(&[diff_id(&a), diff_id(&b)], &[]);
+    let mut gnu = tar::Builder::new(Vec::new());
+    let mut pax = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        (long_a.as_str(), a.as_slice()),
+        (long_b.as_str(), b.as_slice()),
+        ("c.json", config.as_slice()),
+        ("manifest.json", &manifest("c.json", &[&long_a, &long_b])),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        gnu.append_data(&mut h.clone(), name, data).unwrap();
+        // PAX `path` records, as Python's tarfile writes them.
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        if name.len() > 100 {
+            pax.append_pax_extensions([("path", name.as_bytes())])
+                .unwrap();
+            h.set_path(&name[name.len() - 20..]).unwrap();
+            h.set_cksum();
+            pax.append(&h, data).unwrap();
+        } else {
+            h.set_path(name).unwrap();
+            h.set_cksum();
+            pax.append(&h, data).unwrap();
+        }
+    }
+    let dir = Scratch::new("longnames");
+    for (kind, archive) in [
+        ("gnu", gnu.into_inner().unwrap()),
+        ("pax", pax.into_inner().unwrap()),
+    ] {
+        for (name, bytes) in [("plain", archive.clone()), ("gz", gzip(&archive))] {
+            let image = BaseImage::open(&dir.write(&format!("{kind}-{name}"), &bytes)).unwrap();
+            assert_eq!(image.layers()[1].member, long_b);
+            assert_eq!(stream_all(&image), [a.clone(), b.clone()], "{kind} {name}");
+        }
+    }
+}
