@@ -8,13 +8,19 @@
 //! want to reproduce images built by old nixpkgs.
 
 use anyhow::Result;
+use num_bigint::BigUint;
 
 use super::popularity::{order_by_popularity, popularity};
 use crate::graph::Graph;
 
+/// The popularity of every path of the graph, by index (see [`popularity`]).
+pub fn popularity_counts(g: &Graph) -> Result<Vec<BigUint>> {
+    popularity(g.all_refs(), |v| g.path(v).to_owned())
+}
+
 /// Every path of the graph, most popular first, as closure-graph.py prints it.
 pub fn popularity_order(g: &Graph) -> Result<Vec<String>> {
-    let pops = popularity(g.all_refs(), |v| g.path(v).to_owned())?;
+    let pops = popularity_counts(g)?;
     let names: Vec<&str> = g.paths().iter().map(String::as_str).collect();
     Ok(order_by_popularity(&names, &pops)
         .into_iter()
