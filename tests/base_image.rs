@@ -459,10 +459,12 @@ fn big_config_blob_after_manifest_in_gzip() {
 // ----------------------------------------------------------------- errors
 
 #[test]
-fn missing_file() {
+fn missing_file_or_a_directory() {
     let dir = Scratch::new("missing");
     let e = open_err(&dir.0.join("nope.tar"));
     assert!(e.contains("cannot open"), "{e}");
+    let e = open_err(&dir.0);
+    assert!(e.contains("is a directory"), "{e}");
 }
 
 #[test]
@@ -674,9 +676,115 @@ fn real_docker_save_opens() {
         assert_eq!(image.layers()[0].diff_id, diff_id(&streamed[0]));
         let env = image.config()["config"]["Env"].as_array().unwrap();
         assert!(env.contains(&json!("GREETING=hi")), "{env:?}");
+        // `docker save | gzip` opens the same.
+        let gz = dir.write("saved.tar.gz", &gzip(&std::fs::read(&saved).unwrap()));
+        let gz_image = BaseImage::open(&gz).unwrap();
+        assert_eq!(gz_image.layers(), image.layers());
+        assert_eq!(stream_all(&gz_image), streamed);
     });
     docker(&["rmi", &tag], None);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
+    }
+}
+
+// ---------------------------------------------------------------- skopeo
+
+fn skopeo_copy(from: &Path, to: &str) -> bool {
+    let status = Command::new("skopeo")
+        .args(["copy", "-q"])
+        .arg(format!("docker-archive:{}", from.display()))
+        .arg(to)
+        .status();
+    match status {
+        Ok(s) if s.success() => true,
+        Ok(s) => panic!("skopeo copy to {to} failed: {s}"),
+        Err(_) => false,
+    }
+}
+
+/// skopeo's docker-archive (`<digest>.tar` layers, legacy `<id>/layer.tar`
+/// symlinks to them) opens as the same image; its OCI archive has no
+/// manifest.json and is refused by name.
+#[test]
+fn skopeo_archives() {
+    let dir = Scratch::new("skopeo");
+    let basic = vectors().join("basic.tar");
+    let out = dir.0.join("sk.tar");
+    if !skopeo_copy(
+        &basic,
+        &format!("docker-archive:{}:fixture:latest", out.display()),
+    ) {
+        eprintln!("SKIPPED (no skopeo): skopeo_archives");
+        return;
+    }
+    let reference = BaseImage::open(&basic).unwrap();
+    let image = BaseImage::open(&out).unwrap();
+    let ids = |i: &BaseImage| {
+        i.layers()
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&image), ids(&reference));
+    assert_eq!(stream_all(&image), stream_all(&reference));
+    assert_eq!(image.config()["config"], reference.config()["config"]);
+
+    let oci = dir.0.join("oci.tar");
+    assert!(skopeo_copy(
+        &basic,
+        &format!("oci-archive:{}", oci.display())
+    ));
+    let e = open_err(&oci);
+    assert!(e.contains("no manifest.json"), "{e}");
+}
+
+/// Member names longer than ustar's 100 bytes (GNU long-name and PAX
+/// headers precede the member) still locate the right data.
+#[test]
+fn long_member_names() {
+    let (a, b) = (layer_a(), layer_b());
+    let long_a = format!("{}/layer.tar", "d".repeat(120));
+    let long_b = format!("{}/layer.tar", "e".repeat(150));
+    let config = image_config(&[diff_id(&a), diff_id(&b)], &[]);
+    let mut gnu = tar::Builder::new(Vec::new());
+    let mut pax = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        (long_a.as_str(), a.as_slice()),
+        (long_b.as_str(), b.as_slice()),
+        ("c.json", config.as_slice()),
+        ("manifest.json", &manifest("c.json", &[&long_a, &long_b])),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        gnu.append_data(&mut h.clone(), name, data).unwrap();
+        // PAX `path` records, as Python's tarfile writes them.
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        if name.len() > 100 {
+            pax.append_pax_extensions([("path", name.as_bytes())])
+                .unwrap();
+            h.set_path(&name[name.len() - 20..]).unwrap();
+            h.set_cksum();
+            pax.append(&h, data).unwrap();
+        } else {
+            h.set_path(name).unwrap();
+            h.set_cksum();
+            pax.append(&h, data).unwrap();
+        }
+    }
+    let dir = Scratch::new("longnames");
+    for (kind, archive) in [
+        ("gnu", gnu.into_inner().unwrap()),
+        ("pax", pax.into_inner().unwrap()),
+    ] {
+        for (name, bytes) in [("plain", archive.clone()), ("gz", gzip(&archive))] {
+            let image = BaseImage::open(&dir.write(&format!("{kind}-{name}"), &bytes)).unwrap();
+            assert_eq!(image.layers()[1].member, long_b);
+            assert_eq!(stream_all(&image), [a.clone(), b.clone()], "{kind} {name}");
+        }
     }
 }

@@ -120,6 +120,11 @@ impl Index {
         bail!("member {name}: too many links (a link loop?)")
     }
 
+    /// Whether a member of that (normalised) name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
     /// Contents kept during the scan, if any.
     pub fn kept(&self, i: usize) -> Option<&[u8]> {
         self.kept.get(&i).map(Vec::as_slice)

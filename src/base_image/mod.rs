@@ -82,15 +82,20 @@ impl BaseImage {
             index: &index,
         };
 
-        let manifest = reader.json("manifest.json").map_err(|e| {
-            if index.resolve("manifest.json").is_err() {
-                anyhow::anyhow!("has no manifest.json (not a docker-archive)")
-            } else {
-                e
+        if !index.contains("manifest.json") {
+            if index.contains("oci-layout") {
+                bail!(
+                    "has no manifest.json: an OCI archive, not a docker-archive \
+                     (convert it with `skopeo copy oci-archive:IN docker-archive:OUT`)"
+                );
             }
-        })?;
+            bail!("has no manifest.json (not a docker-archive)");
+        }
+        let manifest = reader.json("manifest.json")?;
         let (config_name, layer_names) = parse_manifest(&manifest)?;
-        let config = reader.json(&config_name)?;
+        let config = reader
+            .json(&config_name)
+            .with_context(|| format!("image config {config_name} of manifest.json"))?;
         let diff_ids = diff_ids(&config, &config_name)?;
         check_config_env(&config, &config_name)?;
         ensure!(

@@ -48,6 +48,9 @@ pub fn detect(head: &[u8]) -> Result<Compression> {
 
 /// Reads the first bytes of `path` and classifies it.
 pub fn sniff(path: &Path) -> Result<Compression> {
+    if path.is_dir() {
+        bail!("is a directory, not a docker-archive tarball");
+    }
     let mut head = Vec::with_capacity(8);
     File::open(path)
         .context("cannot open")?
