@@ -15,6 +15,7 @@ use stream_layered_image::cli::Cli;
 use stream_layered_image::conf::Conf;
 use stream_layered_image::customisation::Customisation;
 use stream_layered_image::image::IsoTime;
+use stream_layered_image::layering;
 use stream_layered_image::output::Output;
 use stream_layered_image::stream::{self, Job, Summary};
 use stream_layered_image::tar::Owner;
@@ -100,18 +101,8 @@ fn run(cli: &Cli) -> Result<Summary> {
 fn decide_layers(conf: &Conf, base_count: usize) -> Result<Vec<Vec<String>>> {
     match (&conf.store_layers, &conf.layering) {
         (Some(layers), _) => Ok(layers.clone()),
-        (None, Some(spec)) => layering_shim::decide(spec, &conf.store_dir, base_count),
+        (None, Some(spec)) => Ok(layering::decide(spec, &conf.store_dir, base_count)?.layers),
         (None, None) => anyhow::bail!("conf: needs `store_layers` or `layering`"),
-    }
-}
-
-/// Stand-in until the layering helper's `layering::decide` is on main.
-mod layering_shim {
-    use anyhow::{bail, Result};
-    use stream_layered_image::layering::Spec;
-
-    pub fn decide(_spec: &Spec, _store_dir: &str, _base_layers: usize) -> Result<Vec<Vec<String>>> {
-        bail!("conf: `layering` (graph-based layering) is not available in this build; use `store_layers`")
     }
 }
 

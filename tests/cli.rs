@@ -477,3 +477,72 @@ fn file_over_8_gib() {
         format!("sha256:{}", layer_digest.unwrap())
     );
 }
+
+// ---- graph-based layering ----
+
+/// With `layering` instead of `store_layers`, the layers the layering step
+/// decides are the layers streamed, within max_layers.
+#[test]
+fn layering_conf_streams_the_decided_layers() {
+    let dir = Scratch::new("layering");
+    let mut conf = basic_conf();
+    let store = conf["store_dir"].as_str().unwrap().to_owned();
+    let all: Vec<String> = conf["store_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| {
+            l.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_owned())
+        })
+        .collect();
+    // hello is used by everything else; the rest reference nothing.
+    let hello = all.iter().find(|p| p.contains("hello")).unwrap().clone();
+    let graph: Vec<Value> = all
+        .iter()
+        .map(|p| {
+            let refs = if *p == hello {
+                vec![]
+            } else {
+                vec![hello.clone()]
+            };
+            json!({"path": p, "narHash": "sha256:x", "narSize": 1000, "references": refs})
+        })
+        .collect();
+    let graph_path = dir.path("graph.json");
+    fs::write(&graph_path, serde_json::to_vec(&graph).unwrap()).unwrap();
+    conf.as_object_mut().unwrap().remove("store_layers");
+    conf["layering"] = json!({"graph": graph_path, "max_layers": 4});
+    let conf_path = dir.conf("conf.json", &conf);
+    let ar = Archive::parse(&stream(&conf_path, &[]).stdout);
+
+    let spec: stream_layered_image::layering::Spec =
+        serde_json::from_value(conf["layering"].clone()).unwrap();
+    let decided = stream_layered_image::layering::decide(&spec, &store, 0)
+        .unwrap()
+        .layers;
+    let config: Value = serde_json::from_slice(ar.config()).unwrap();
+    let history = config["history"].as_array().unwrap();
+    assert!(
+        history.len() <= 4,
+        "max_layers counts the customisation layer"
+    );
+    assert_eq!(history.len(), decided.len() + 1);
+    for (h, paths) in history.iter().zip(&decided) {
+        let quoted: Vec<String> = paths.iter().map(|p| format!("'{p}'")).collect();
+        assert_eq!(
+            h["comment"],
+            format!("store paths: [{}]", quoted.join(", "))
+        );
+    }
+    let mut streamed: Vec<&String> = decided.iter().flatten().collect();
+    streamed.sort();
+    let mut expected: Vec<&String> = all.iter().collect();
+    expected.sort();
+    assert_eq!(
+        streamed, expected,
+        "every graph path is in exactly one layer"
+    );
+}
