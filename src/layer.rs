@@ -56,6 +56,15 @@ pub struct LayerPlan {
 /// Checks the layer's store paths and computes its tarball size by
 /// walking their metadata (no file contents are read).
 pub fn plan(paths: &[String], store_dir: &str, owner: &Owner) -> Result<LayerPlan> {
+    plan_with_cache(paths, store_dir, owner, ENTRY_CACHE_BYTES)
+}
+
+fn plan_with_cache(
+    paths: &[String],
+    store_dir: &str,
+    owner: &Owner,
+    cache_limit: usize,
+) -> Result<LayerPlan> {
     let mut disk_paths = Vec::with_capacity(paths.len());
     for p in paths {
         disk_paths.push(checked_store_path(p, store_dir)?);
@@ -68,7 +77,7 @@ pub fn plan(paths: &[String], store_dir: &str, owner: &Owner) -> Result<LayerPla
             size += entry_len(&e, owner);
             if let Some(c) = cache.as_mut() {
                 cache_bytes += e.memory();
-                if cache_bytes > ENTRY_CACHE_BYTES {
+                if cache_bytes > cache_limit {
                     cache = None;
                 } else {
                     c.push(e);
@@ -327,6 +336,41 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    /// Layers too big for the entry cache are walked again while
+    /// streaming; the bytes must not depend on which path was taken.
+    #[test]
+    fn rewalk_gives_the_same_bytes_as_the_cache() {
+        let store = std::env::temp_dir().join(format!("sli-rewalk-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&store);
+        fs::create_dir_all(store.join("aaaa-p/sub")).unwrap();
+        fs::write(store.join("aaaa-p/sub/f"), vec![5u8; 1000]).unwrap();
+        fs::write(store.join("aaaa-p/g"), "g").unwrap();
+        let store_dir = store.to_str().unwrap().to_owned();
+        let paths = vec![format!("{store_dir}/aaaa-p")];
+        let owner = Owner {
+            uid: 0,
+            gid: 0,
+            uname: "root".into(),
+            gname: "root".into(),
+            mtime: 1,
+        };
+        let mut outputs = Vec::new();
+        for limit in [ENTRY_CACHE_BYTES, 0] {
+            let plan = plan_with_cache(&paths, &store_dir, &owner, limit).unwrap();
+            assert_eq!(plan.cached.is_some(), limit > 0);
+            let size = plan.size;
+            let mut w = ArchiveWriter::new(Vec::new());
+            w.begin_hashed().unwrap();
+            stream(plan, &store_dir, &owner, &mut w).unwrap();
+            w.end_hashed().unwrap();
+            let bytes = w.finish().unwrap();
+            assert_eq!(bytes.len() as u64, size);
+            outputs.push(bytes);
+        }
+        assert!(outputs[0] == outputs[1]);
+        fs::remove_dir_all(&store).unwrap();
     }
 
     #[test]

@@ -6,11 +6,11 @@
 //! deterministic (gzip with mtime 0 and no file name, like `gzip -n`).
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use flate2::write::GzEncoder;
 
 /// Compression applied to the whole docker-archive.
@@ -43,6 +43,9 @@ impl Output {
     pub fn open(path: Option<&Path>, compression: Compression) -> Result<Output> {
         let (file, paths) = match path {
             None => {
+                if io::stdout().is_terminal() {
+                    bail!("refusing to write an image tarball to a terminal; pipe it (e.g. into `docker load`) or use -o FILE");
+                }
                 let fd = io::stdout()
                     .as_fd()
                     .try_clone_to_owned()

@@ -546,3 +546,26 @@ fn layering_conf_streams_the_decided_layers() {
         "every graph path is in exactly one layer"
     );
 }
+
+/// A tarball on a terminal is never wanted: refuse before writing anything.
+#[test]
+fn refuses_to_write_to_a_terminal() {
+    if !common::have("script") {
+        println!("SKIPPED (no `script` to provide a terminal)");
+        return;
+    }
+    let dir = Scratch::new("tty");
+    let conf = dir.conf("conf.json", &basic_conf());
+    let cmd = format!("{} {}", common::bin().display(), conf.display());
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("refusing to write an image tarball to a terminal"),
+        "{text}"
+    );
+    assert!(!text.contains("ustar"), "no tar bytes reached the terminal");
+}
