@@ -569,3 +569,22 @@ fn refuses_to_write_to_a_terminal() {
     );
     assert!(!text.contains("ustar"), "no tar bytes reached the terminal");
 }
+
+/// Nix stores hold no FIFOs, sockets or devices; one is named, not hung on.
+#[test]
+fn special_file_in_store_path() {
+    let dir = Scratch::new("fifo");
+    let store = dir.path("store");
+    fs::create_dir_all(store.join("aaaa-x")).unwrap();
+    let fifo = store.join("aaaa-x/pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut conf = basic_conf();
+    conf["store_dir"] = json!(store);
+    conf["store_layers"] = json!([[store.join("aaaa-x")]]);
+    let line = one_line_error(&run_conf(&dir, &conf, &[]), "is a FIFO");
+    assert!(line.contains(&fifo.display().to_string()), "{line}");
+}
