@@ -34,9 +34,10 @@ const UTF8_NAME: &str = "share/grüße-ünïcödé.txt";
 // ---------------------------------------------------------------------------
 // Tests
 
-/// The archive is a well-formed docker-archive: the config's name is its
-/// sha256 (the image ID), each layer's directory and `rootfs.diff_ids` entry
-/// is the sha256 of its `layer.tar`, and the tag is the conf's.
+/// The archive is a well-formed docker-archive whose content checks out:
+/// each `rootfs.diff_ids` entry is the sha256 of its `layer.tar`, and the
+/// tag is the conf's. (Outer member names are free: docker, podman and skopeo
+/// follow `manifest.json`, so the streamer may name layers before hashing.)
 #[test]
 fn archive_is_content_addressed() {
     let Some(fx) = Fixture::build("archive") else {
@@ -44,13 +45,12 @@ fn archive_is_content_addressed() {
     };
     let archive = fx.stream_to_memory();
     let image = Image::parse(&archive);
-    assert_eq!(image.config_name, format!("{}.json", image.id()));
     assert_eq!(image.repo_tags, vec![fx.tag.clone()]);
     // Two store layers and the customisation layer, in conf order.
     assert_eq!(image.layers.len(), 3, "layers: {:?}", image.layer_names);
-    for (i, (name, bytes)) in image.layer_names.iter().zip(&image.layers).enumerate() {
+    assert_eq!(image.diff_ids.len(), 3, "diff_ids: {:?}", image.diff_ids);
+    for (i, bytes) in image.layers.iter().enumerate() {
         let digest = sha256_hex(bytes);
-        assert_eq!(name, &format!("{digest}/layer.tar"), "layer {i}");
         assert_eq!(image.diff_ids[i], format!("sha256:{digest}"), "layer {i}");
     }
     let custom = fs::read(fx.root.join("customisation/layer.tar")).unwrap();
@@ -469,7 +469,6 @@ fn has_interpreter(elf: &[u8]) -> bool {
 /// The parts of a docker-archive the checks need.
 struct Image {
     config: Vec<u8>,
-    config_name: String,
     repo_tags: Vec<String>,
     layer_names: Vec<String>,
     layers: Vec<Vec<u8>>,
@@ -510,7 +509,6 @@ impl Image {
             repo_tags: strings(&manifest[0]["RepoTags"]),
             diff_ids: strings(&parsed["rootfs"]["diff_ids"]),
             config,
-            config_name,
         }
     }
 
