@@ -61,8 +61,9 @@ fn archive_is_content_addressed() {
     fx.cleanup();
 }
 
-/// `exe conf | docker load` loads the image under the conf's tag with our
-/// config's sha256 as its ID and our diff_ids, and it runs: `/bin/sh` from
+/// `exe conf -t TAG | docker load` (the wrapper's `-t` overrides the conf's
+/// tag, as in nixpkgs) loads the image under TAG with our config's sha256 as
+/// its ID and our diff_ids, and it runs: `/bin/sh` from
 /// the customisation layer, busybox from the store layer, `Cmd` and `Env`
 /// from the conf, long and UTF-8 names intact.
 #[test]
@@ -74,32 +75,34 @@ fn docker_loads_and_runs() {
     let Some(fx) = Fixture::build("docker") else {
         return;
     };
+    let tag = fx.tag.replace(":t", "-cli:t");
     let _rmi = Cleanup(vec![
         "docker".into(),
         "rmi".into(),
         "-f".into(),
-        fx.tag.clone(),
+        tag.clone(),
     ]);
-    let (archive, loaded) = fx.stream_into(Command::new("docker").arg("load"));
+    let (archive, loaded) = fx.stream_into(&["-t", &tag], Command::new("docker").arg("load"));
     assert!(
-        loaded.contains(&format!("Loaded image: {}", fx.tag)),
+        loaded.contains(&format!("Loaded image: {tag}")),
         "docker load said: {loaded}"
     );
     let image = Image::parse(&archive);
-    let id = run(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", &fx.tag]));
+    assert_eq!(image.repo_tags, vec![tag.clone()], "-t overrides the tag");
+    let id = run(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", &tag]));
     assert_eq!(id.trim(), format!("sha256:{}", image.id()), "image ID");
     let layers = run(Command::new("docker").args([
         "image",
         "inspect",
         "-f",
         "{{json .RootFS.Layers}}",
-        &fx.tag,
+        &tag,
     ]));
     assert_eq!(json(&layers), Value::from(image.diff_ids.clone()));
 
     let docker_run = |args: &[&str]| {
         run(Command::new("docker")
-            .args(["run", "--rm", "--network=none", &fx.tag])
+            .args(["run", "--rm", "--network=none", &tag])
             .args(args))
     };
     assert_eq!(docker_run(&["/bin/sh", "-c", "echo ok"]), "ok\n");
@@ -336,10 +339,15 @@ impl Fixture {
         out.stdout
     }
 
-    /// Streams the image through a pipe into `sink` (e.g. `docker load`),
-    /// keeping a copy; returns the copy and `sink`'s stdout and stderr.
-    fn stream_into(&self, sink: &mut Command) -> (Vec<u8>, String) {
-        let mut streamer = self.streamer().stdout(Stdio::piped()).spawn().unwrap();
+    /// Streams the image (with extra streamer `args`) through a pipe into
+    /// `sink` (e.g. `docker load`), keeping a copy; returns the copy and `sink`'s stdout and stderr.
+    fn stream_into(&self, args: &[&str], sink: &mut Command) -> (Vec<u8>, String) {
+        let mut streamer = self
+            .streamer()
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut child = sink
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
