@@ -588,3 +588,59 @@ fn special_file_in_store_path() {
     let line = one_line_error(&run_conf(&dir, &conf, &[]), "is a FIFO");
     assert!(line.contains(&fifo.display().to_string()), "{line}");
 }
+
+/// `-o` to a FIFO (or a device such as /dev/stdout) writes into it; the
+/// temporary-file-and-rename dance would replace it with a regular file.
+#[test]
+fn output_to_a_fifo_writes_in_place() {
+    let dir = Scratch::new("ofifo");
+    let conf = dir.conf("conf.json", &basic_conf());
+    let expected = stream(&conf, &[]).stdout;
+    let fifo = dir.path("pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(fifo).unwrap())
+    };
+    stream(&conf, &["-o", fifo.to_str().unwrap()]);
+    assert!(reader.join().unwrap() == expected);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(),
+        "still a FIFO"
+    );
+    assert_eq!(
+        fs::read_dir(&dir.0).unwrap().count(),
+        2,
+        "no temporary file left"
+    );
+}
+
+/// Disk full (or any write error) names the output and exits 1. The
+/// device is reached through a symlink in a scratch directory, so even a
+/// regression could only replace the symlink, never /dev/full itself.
+#[test]
+fn write_error_names_the_output() {
+    if !fs::metadata("/dev/full").is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_char_device()
+    }) {
+        println!("SKIPPED (no /dev/full device)");
+        return;
+    }
+    let dir = Scratch::new("full");
+    let conf = dir.conf("conf.json", &basic_conf());
+    let full = dir.path("full");
+    std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+    let out = run(&[conf.as_os_str(), OsStr::new("-o"), full.as_os_str()], &[]);
+    one_line_error(&out, "No space left on device");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("output {}", full.display())));
+    assert!(fs::symlink_metadata(&full)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
