@@ -296,7 +296,11 @@ let
       FAKEROOTKEY=''${keypid%%:*}
       LD_PRELOAD=${host}/lib/libfakeroot-sysv.so
       FAKED_MODE=unknown-is-root
-      export FAKEROOTKEY LD_PRELOAD FAKED_MODE
+      # nixpkgs patches fakeroot to ignore EINVAL from the real chown (what
+      # a user namespace returns for unmapped ids); Debian's only ignores
+      # EPERM, so skip the real chown as fakeroot's own switch allows.
+      FAKEROOTDONTTRYCHOWN=1
+      export FAKEROOTKEY LD_PRELOAD FAKED_MODE FAKEROOTDONTTRYCHOWN
       "$@"
       rc=$?
       kill ''${keypid##*:} 2>/dev/null || true
