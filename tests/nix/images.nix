@@ -145,6 +145,16 @@ let
       config.Cmd = [ "/bin/hello" ];
     };
 
+    # fromImage's two layers plus the customisation layer leave nothing
+    # of maxLayers = 3: streaming must fail with a clear error.
+    too-few-layers = streamLayeredImage {
+      name = "sli-e2e-too-few-layers";
+      tag = "latest";
+      fromImage = base;
+      contents = [ pkgs.hello ];
+      maxLayers = 3;
+    };
+
     compressed-zstd = buildLayeredImage {
       name = "sli-e2e-zstd";
       tag = "latest";
@@ -159,7 +169,8 @@ let
         path = "${image}";
         inherit (image) imageName imageTag;
         isExe = image.isExe or false;
-      }) images
+        conf = if image ? conf then "${image.conf}" else null;
+      }) (images // { inherit base; })
       // {
         # What the e2e script checks paths against.
         chain = {
@@ -172,5 +183,9 @@ let
       }
     )
   );
+
+  # lib.getExe on an image runs its stream script: here inside the sandbox,
+  # which also proves the executable needs nothing outside its closure.
+  getexe = runCommand "sli-e2e-getexe" { } "${lib.getExe images.example} > $out";
 in
-images // { inherit index base; }
+images // { inherit index base getexe; }
