@@ -36,6 +36,14 @@ if [ "${1:-}" != "--no-bootstrap" ]; then
     "$repo/tests/nix/bootstrap.sh"
 fi
 
+echo "# evaluating the interface (tests/nix/eval.nix)"
+if out=$(nix-instantiate --eval --strict -I nixpkgs="$standin" "$repo/tests/nix/eval.nix" \
+        --arg pkgs 'import <nixpkgs> { }' 2>&1); then
+    ok "nix interface: $out"
+else
+    fail "nix interface" "$(echo "$out" | tail -n 3)"
+fi
+
 echo "# building the test images (one nix-build, sandbox on, stand-in nixpkgs)"
 if ! nix-build "${nix_opts[@]}" -I nixpkgs="$standin" "$repo/tests/nix/images.nix" \
     -A index -A getexe -o "$work/result" >/dev/null 2>"$work/build.log"; then
