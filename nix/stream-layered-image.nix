@@ -19,6 +19,7 @@
   buildPackages,
   closureInfo,
   fakeroot,
+  go,
   proot,
   runCommand,
   runtimeShell,
@@ -33,10 +34,10 @@ let
 
   exe = lib.getExe stream-layered-image;
 
-  # The OCI spec recommends Go's GOARCH/GOARM names, as nixpkgs does
-  # (go.GOARCH there; the same table lives in lib.systems).
-  defaultArchitecture = stdenv.hostPlatform.go.GOARCH;
-  defaultVariant = optionalString (stdenv.hostPlatform.go.GOARM != "") "v${stdenv.hostPlatform.go.GOARM}";
+  # The OCI spec recommends Go's GOARCH/GOARM names; like nixpkgs, take
+  # them from the go package (only its attributes: go is never built).
+  defaultArchitecture = go.GOARCH;
+  defaultVariant = optionalString (go.GOARM != "") "v${go.GOARM}";
 
   # nixpkgs' mkDbExtraCommand: registers the closure of `contents` in a Nix
   # database inside the customisation layer, with registration times reset
