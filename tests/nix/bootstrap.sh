@@ -2,7 +2,7 @@
 # Prepares everything the offline nixpkgs stand-in (tests/nixpkgs-standin)
 # needs on this machine, then prints nothing but progress on stderr.
 #
-# 1. Installs Debian's nix-bin, busybox-static, fakeroot and sqlite3 when
+# 1. Installs Debian's nix-bin, busybox-static, fakeroot, sqlite3 and proot when
 #    they are missing (apt-get; needs root, as on CI).
 # 2. Builds a statically linked stream-layered-image into target/static.
 # 3. Copies into tests/nixpkgs-standin/bootstrap/ (git-ignored; a `path:`
@@ -10,8 +10,8 @@
 #      busybox/bin/busybox                 the stand-in's shell and coreutils
 #      stream-layered-image/bin/...        what rustPlatform.buildRustPackage "builds"
 #      host/libexec/<tool>, host/lib/*.so  Debian's dash and dynamically linked GNU tar,
-#                                          date, chown, fakeroot, nix-store and
-#                                          sqlite3 with their libraries and
+#                                          date, chown, fakeroot, proot, nix-store
+#                                          and sqlite3 with their libraries and
 #                                          loader, the way nixpkgs' bootstrap
 #                                          tools are a bundle of prebuilt binaries.
 #    Files are only rewritten when they change, so store paths stay stable.
@@ -28,6 +28,7 @@ command -v nix-build >/dev/null 2>&1 || need_apt="$need_apt nix-bin"
 [ -x /bin/busybox ] || need_apt="$need_apt busybox-static"
 command -v fakeroot >/dev/null 2>&1 || need_apt="$need_apt fakeroot"
 command -v sqlite3 >/dev/null 2>&1 || need_apt="$need_apt sqlite3"
+command -v proot >/dev/null 2>&1 || need_apt="$need_apt proot"
 if [ -n "$need_apt" ]; then
     log "installing$need_apt"
     apt-get update -qq >&2
@@ -84,5 +85,5 @@ host_tool sqlite3 "$(command -v sqlite3)"
 host_tool faked-sysv /usr/bin/faked-sysv
 fakelib=$(ls /usr/lib/*/libfakeroot/libfakeroot-sysv.so | head -n1)
 put "$fakelib" "$dest/host/lib/libfakeroot-sysv.so" 0444
-if command -v proot >/dev/null 2>&1; then host_tool proot "$(command -v proot)"; fi
+host_tool proot "$(command -v proot)"
 log "ready: $dest"

@@ -155,6 +155,10 @@ expect "extraCommands creates a file" "made by extraCommands" "$(run "$ref")"
 ref=$(load fake-root)
 expect "fakeRootCommands chown shows in stat" "12345:12345" "$(run "$ref")"
 
+ref=$(load fakechroot)
+expect "enableFakechroot: fakeRootCommands run in the image root, chown kept" \
+    "4242:4343 saw the image root" "$(run "$ref" | tr '\n' ' ' | sed 's/ $//')"
+
 # --- includeStorePaths = false ---------------------------------------------
 ref=$(load no-store-paths)
 docker create --name sli-e2e-export "$ref" /bin/hello >/dev/null

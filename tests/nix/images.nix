@@ -118,6 +118,20 @@ let
       config.Cmd = [ "/bin/stat" "-c" "%u:%g" "/home/user" ];
     };
 
+    # enableFakechroot: fakeRootCommands see the image's root as /.
+    fakechroot = streamLayeredImage {
+      name = "sli-e2e-fakechroot";
+      tag = "latest";
+      contents = [ pkgs.busybox ];
+      enableFakechroot = true;
+      fakeRootCommands = ''
+        mkdir -p /data
+        chown 4242:4343 /data
+        test -e /bin/sh && echo "saw the image root" > /data/seen
+      '';
+      config.Cmd = [ "/bin/sh" "-c" "stat -c %u:%g /data; cat /data/seen" ];
+    };
+
     no-store-paths = streamLayeredImage {
       name = "sli-e2e-no-store-paths";
       tag = "latest";
