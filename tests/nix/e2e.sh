@@ -112,6 +112,17 @@ EOF
 got=$(run "$ref" ls /nix/store | sort)
 expect "no store path lost when paths outnumber layers" "$want" "$got"
 
+# --- layeringPipeline, inline and from a file; debug -----------------------
+ref=$(load pipeline)
+expect "layeringPipeline limit_layers 2 gives 2 store layers + customisation" 3 "$(layers "$ref")"
+expect "layeringPipeline image runs" "$(cat "$(q chain path)/share/a")" "$(run "$ref")"
+ref=$(load pipeline-file)
+expect "layeringPipeline from a file" 3 "$(layers "$ref")"
+quiet=$(wc -l <"$work/pipeline-file.stderr")
+loud=$(wc -l <"$work/pipeline.stderr")
+[ "$loud" -gt "$quiet" ] && ok "debug = true explains the layering on stderr" \
+    || fail "debug = true" "stderr has $loud lines with debug, $quiet without"
+
 # --- fromImage with maxLayers = 4; Env merged, child wins ------------------
 base_ref=$(load base)
 ref=$(load from-image)

@@ -159,6 +159,34 @@ let
       config.Cmd = [ "/bin/hello" ];
     };
 
+    # layeringPipeline (nixpkgs' flatten_references_graph language): one
+    # store layer per path by popularity, the rest merged into the second.
+    pipeline = streamLayeredImage {
+      name = "sli-e2e-pipeline";
+      tag = "latest";
+      contents = [ pkgs.busybox chain ];
+      layeringPipeline = [
+        [ "popularity_contest" ]
+        [ "limit_layers" 2 ]
+      ];
+      debug = true;
+      config.Cmd = [ "/bin/cat" "${chain}/share/a" ];
+    };
+
+    # The same pipeline from a file (a derivation producing the JSON).
+    pipeline-file = streamLayeredImage {
+      name = "sli-e2e-pipeline-file";
+      tag = "latest";
+      contents = [ pkgs.busybox chain ];
+      layeringPipeline = writeText "pipeline.json" (
+        builtins.toJSON [
+          [ "popularity_contest" ]
+          [ "limit_layers" 2 ]
+        ]
+      );
+      config.Cmd = [ "/bin/cat" "${chain}/share/a" ];
+    };
+
     # fromImage's two layers plus the customisation layer leave nothing
     # of maxLayers = 3: streaming must fail with a clear error.
     too-few-layers = streamLayeredImage {
