@@ -170,6 +170,9 @@ ref=$(load fakechroot)
 expect "enableFakechroot: fakeRootCommands run in the image root, chown kept" \
     "4242:4343 saw the image root" "$(run "$ref" | tr '\n' ' ' | sed 's/ $//')"
 
+ref=$(load owner-mtime)
+expect "uid/gid and mtime apply to the store layers" "1000:100 1704164645" "$(run "$ref")"
+
 # --- includeStorePaths = false ---------------------------------------------
 ref=$(load no-store-paths)
 docker create --name sli-e2e-export "$ref" /bin/hello >/dev/null

@@ -132,6 +132,19 @@ let
       config.Cmd = [ "/bin/sh" "-c" "stat -c %u:%g /data; cat /data/seen" ];
     };
 
+    # Owner and mtime of the store layers' entries.
+    owner-mtime = streamLayeredImage {
+      name = "sli-e2e-owner-mtime";
+      tag = "latest";
+      contents = [ pkgs.busybox ];
+      uid = 1000;
+      gid = 100;
+      uname = "user";
+      gname = "users";
+      mtime = "2024-01-02T03:04:05Z";
+      config.Cmd = [ "/bin/stat" "-c" "%u:%g %Y" "${pkgs.hello}/bin/hello" ];
+    };
+
     no-store-paths = streamLayeredImage {
       name = "sli-e2e-no-store-paths";
       tag = "latest";
