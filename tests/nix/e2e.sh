@@ -54,6 +54,17 @@ fi
 index="$work/result"
 ok "nix build of every test image"
 
+echo "# rebuilding with --check: the customisation layers (extraCommands,"
+echo "# fakeRootCommands, the Nix database), the conf and the compressed tarballs"
+if nix-build "${nix_opts[@]}" --check -I nixpkgs="$standin" "$repo/tests/nix/images.nix" \
+    -A nix-db.stream.customisationLayer -A fake-root.customisationLayer \
+    -A extra-commands.customisationLayer -A example.conf \
+    -A compressed-gz -A compressed-zstd --no-out-link >/dev/null 2>"$work/check.log"; then
+    ok "nix-build --check: bit-for-bit reproducible"
+else
+    fail "nix-build --check" "$(grep -i 'differ\|error' "$work/check.log" | head -n 3)"
+fi
+
 echo "# building the flake's example with the stand-in as the nixpkgs input"
 (cd "$repo" && nix build "${nix_opts[@]}" .#example --no-write-lock-file \
     --override-input nixpkgs "path:$standin" -o "$work/flake-example" 2>"$work/flake.log") \
