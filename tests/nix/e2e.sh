@@ -71,6 +71,11 @@ echo "# building the flake's example with the stand-in as the nixpkgs input"
     && ok "nix build .#example --override-input nixpkgs path:tests/nixpkgs-standin" \
     || fail "flake example" "$(tail -n 5 "$work/flake.log")"
 
+(cd "$repo" && nix flake check --no-build "${nix_opts[@]}" --no-write-lock-file \
+    --override-input nixpkgs "path:$standin" 2>"$work/flake-check.log") \
+    && ok "nix flake check (evaluation of packages, overlay, checks)" \
+    || fail "nix flake check" "$(grep -v '^warning\|^•\|^    ' "$work/flake-check.log" | tail -n 5)"
+
 # q NAME FIELD: a field of an image's index entry.
 q() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]].get(sys.argv[3]); print("" if v is None else v)' "$index" "$1" "$2"; }
 
