@@ -15,7 +15,7 @@
 #[path = "no_panic/support.rs"]
 mod support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -1027,4 +1027,361 @@ fn pipelines_survive_mutation_and_random_trees() {
         );
     }
     tally.finish();
+}
+
+// ----------------------------------------------------------- executable --
+
+const EXE: &str = env!("CARGO_BIN_EXE_stream-layered-image");
+const PREFIX: &str = "stream-layered-image: ";
+
+/// A scratch store with a 4 MiB store path (more than a pipe holds) and a
+/// small one, the reference customisation layer, and a conf that streams
+/// them.
+struct Setup {
+    dir: Scratch,
+    conf: Value,
+    blob: String,
+    small: String,
+}
+
+fn setup(tag: &str) -> Setup {
+    let dir = Scratch::new(tag);
+    let store = dir.path("store");
+    let blob = format!("{}/0a8pbm0xc7l1q0gx7q6p1zbnz6jm7vyd-blob", store.display());
+    let small = format!("{}/1hmpw41d3ldqlzxmy5ad4skaqsbsxd6k-small", store.display());
+    std::fs::create_dir_all(&blob).unwrap();
+    std::fs::create_dir_all(format!("{small}/bin")).unwrap();
+    let mut rng = Rng::new(0xB10B);
+    let data: Vec<u8> = (0..4 << 20).map(|_| rng.next() as u8).collect();
+    std::fs::write(format!("{blob}/data"), data).unwrap();
+    std::fs::write(format!("{small}/bin/hello"), b"#!/bin/sh\necho hello\n").unwrap();
+    let custom = dir.path("customisation");
+    std::fs::create_dir_all(&custom).unwrap();
+    for f in ["layer.tar", "checksum"] {
+        std::fs::copy(vectors().join("customisation").join(f), custom.join(f)).unwrap();
+    }
+    let conf = json!({
+        "store_dir": store,
+        "from_image": null,
+        "store_layers": [[small], [blob]],
+        "customisation_layer": custom,
+        "repo_tag": "robust:latest",
+        "created": "1970-01-01T00:00:01Z",
+        "mtime": "1970-01-01T00:00:01Z",
+        "uid": 0,
+        "gid": 0,
+        "uname": "root",
+        "gname": "root",
+        "architecture": "amd64",
+        "config": {"Cmd": [format!("{small}/bin/hello")]}
+    });
+    Setup {
+        dir,
+        conf,
+        blob,
+        small,
+    }
+}
+
+/// How a run of the executable ended.
+struct Run {
+    /// None: killed by a signal, or still running at the deadline (killed then).
+    code: Option<i32>,
+    timed_out: bool,
+    stderr: String,
+}
+
+/// Waits up to 20 s for `child`, killing it after that.
+fn finish(mut child: std::process::Child) -> Run {
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (code, timed_out) = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break (status.code(), false);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break (None, true);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code,
+        timed_out,
+        stderr: reader.join().unwrap(),
+    }
+}
+
+fn run_to_file(conf: &Path, output: &Path, quiet: bool) -> Run {
+    let mut cmd = std::process::Command::new(EXE);
+    cmd.arg(conf).arg("-o").arg(output);
+    if quiet {
+        cmd.arg("-q");
+    }
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    finish(child)
+}
+
+/// What a user relies on when the input is bad: exit status 1 (not 101, a
+/// panic; not a signal), the error as the last stderr line, starting with
+/// the program's name, and with `-q` nothing else.
+fn bad_input_problems(run: &Run, quiet: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    if run.timed_out {
+        problems.push("still running after 20 s".to_owned());
+    }
+    if run.code != Some(1) {
+        problems.push(format!("exit status {:?}, expected 1", run.code));
+    }
+    if run.stderr.contains("panicked") || run.stderr.contains("RUST_BACKTRACE") {
+        problems.push("panicked".to_owned());
+    }
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    match lines.last() {
+        Some(last) if last.starts_with(PREFIX) && last.len() > PREFIX.len() => {}
+        _ => problems.push("last stderr line is not `stream-layered-image: <error>`".to_owned()),
+    }
+    if quiet && lines.len() != 1 {
+        problems.push(format!("{} stderr lines with -q, expected 1", lines.len()));
+    }
+    if !run.stderr.ends_with('\n') {
+        problems.push("stderr does not end with a newline".to_owned());
+    }
+    problems
+}
+
+/// Files anywhere below `dir` whose name marks a temporary output.
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            found.extend(temp_files(&path));
+        } else if entry.file_name().to_string_lossy().contains(".tmp") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Bad confs for the executable, each a conf file's bytes. Some fail at
+/// once, some only after a 4 MiB layer was streamed (the `-o` temporary
+/// file must go then too).
+fn bad_confs(s: &Setup) -> Vec<(&'static str, Vec<u8>)> {
+    let store = s.dir.path("store");
+    let gone = format!("{}/2f9w8xlbvv6mvdj3zvr4g1b0q0y7dn5c-gone", store.display());
+    let fifo_path = format!("{}/3vq3bz1q9w1sdr6y7n1zq5l1x1i3s2f4-fifo", store.display());
+    let with_fifo = format!(
+        "{}/4c1q5k0z7r9pmlsw6d4a0y8vmd2y3h9n-with-fifo",
+        store.display()
+    );
+    std::fs::create_dir_all(&with_fifo).unwrap();
+    for p in [fifo_path.clone(), format!("{with_fifo}/pipe")] {
+        let made = std::process::Command::new("mkfifo").arg(&p).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo {p} failed");
+    }
+    let bad_custom = s.dir.path("customisation-bad");
+    std::fs::create_dir_all(&bad_custom).unwrap();
+    std::fs::copy(
+        vectors().join("customisation/layer.tar"),
+        bad_custom.join("layer.tar"),
+    )
+    .unwrap();
+    std::fs::write(bad_custom.join("checksum"), "0".repeat(64)).unwrap();
+    let basic = std::fs::read(vectors().join("basic.tar")).unwrap();
+    let truncated = s.dir.write("truncated.tar", &basic[..100_000]);
+
+    let with = |key: &str, value: Value| -> Vec<u8> {
+        let mut c = s.conf.clone();
+        c[key] = value;
+        serde_json::to_vec_pretty(&c).unwrap()
+    };
+    let text = serde_json::to_vec_pretty(&s.conf).unwrap();
+    let mut both = s.conf.clone();
+    both["layering"] = json!({"graph": s.dir.path("graph.json")});
+    let mut layering_only = both.clone();
+    layering_only
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("store_layers");
+    vec![
+        ("truncated JSON", text[..text.len() / 2].to_vec()),
+        ("empty file", Vec::new()),
+        ("not UTF-8", b"{\"repo_tag\": \"\xff\"}".to_vec()),
+        ("uid -1", with("uid", json!(-1))),
+        ("uid not numeric", with("uid", json!("abc"))),
+        ("gid over 32 bits", with("gid", json!(4_294_967_296u64))),
+        ("store_layers a string", with("store_layers", json!("x"))),
+        (
+            "store path outside the store",
+            with("store_layers", json!([["/etc"]])),
+        ),
+        ("store path missing", with("store_layers", json!([[gone]]))),
+        (
+            "second layer missing (after 4 MiB streamed)",
+            with("store_layers", json!([[s.blob], [gone]])),
+        ),
+        (
+            "store path is a FIFO",
+            with("store_layers", json!([[s.small], [fifo_path]])),
+        ),
+        (
+            "store path holds a FIFO",
+            with("store_layers", json!([[s.blob], [with_fifo]])),
+        ),
+        (
+            "store path name with a newline",
+            with(
+                "store_layers",
+                json!([[format!(
+                    "{}/5xk0f2q9a3z7cdj1nq8b6r4w2m0vp1ls-a\nb",
+                    store.display()
+                )]]),
+            ),
+        ),
+        ("store_dir relative", with("store_dir", json!("store"))),
+        ("created not a time", with("created", json!("yesterday"))),
+        (
+            "mtime out of range",
+            with("mtime", json!("99999-99-99T99:99:99")),
+        ),
+        (
+            "customisation layer missing",
+            with("customisation_layer", json!(s.dir.path("nope"))),
+        ),
+        (
+            "customisation checksum wrong",
+            with("customisation_layer", json!(bad_custom)),
+        ),
+        ("from_image truncated", with("from_image", json!(truncated))),
+        ("from_image a directory", with("from_image", json!(s.dir.0))),
+        ("config a list", with("config", json!([]))),
+        (
+            "store_layers and layering",
+            serde_json::to_vec(&both).unwrap(),
+        ),
+        (
+            "layering graph missing",
+            serde_json::to_vec(&layering_only).unwrap(),
+        ),
+    ]
+}
+
+#[test]
+fn executable_reports_bad_input_on_one_line_and_leaves_no_output() {
+    let s = setup("exe");
+    // The harness itself: the unmutated conf streams an image.
+    let conf = s
+        .dir
+        .write("good.json", &serde_json::to_vec(&s.conf).unwrap());
+    let out = s.dir.path("good.tar");
+    let run = run_to_file(&conf, &out, true);
+    assert_eq!(run.code, Some(0), "the good conf fails: {}", run.stderr);
+    assert!(std::fs::metadata(&out).unwrap().len() > 4 << 20);
+    std::fs::remove_file(&out).unwrap();
+
+    let mut failures = Vec::new();
+    for (i, (what, bytes)) in bad_confs(&s).into_iter().enumerate() {
+        let conf = s.dir.write(&format!("bad-{i}.json"), &bytes);
+        let out_dir = s.dir.path(&format!("out-{i}"));
+        std::fs::create_dir_all(&out_dir).unwrap();
+        // Quiet (the error alone) and with progress lines.
+        for quiet in [true, false] {
+            let run = run_to_file(&conf, &out_dir.join("image.tar"), quiet);
+            let mut problems = bad_input_problems(&run, quiet);
+            let left: Vec<_> = std::fs::read_dir(&out_dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            if !left.is_empty() {
+                problems.push(format!("left in the output directory: {left:?}"));
+            }
+            if !problems.is_empty() {
+                failures.push(format!(
+                    "{what} (quiet {quiet}): {}; stderr: {:?}",
+                    problems.join("; "),
+                    run.stderr
+                ));
+            }
+        }
+    }
+    // Output problems: a missing directory, and a target that is a directory.
+    let conf = s
+        .dir
+        .write("good.json", &serde_json::to_vec(&s.conf).unwrap());
+    for (what, target) in [
+        ("output directory missing", s.dir.path("missing/image.tar")),
+        ("output is a directory", s.dir.path("out-0")),
+    ] {
+        let run = run_to_file(&conf, &target, true);
+        let problems = bad_input_problems(&run, true);
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{what}: {}; stderr: {:?}",
+                problems.join("; "),
+                run.stderr
+            ));
+        }
+    }
+    let temps = temp_files(&s.dir.0);
+    if !temps.is_empty() {
+        failures.push(format!("temporary files left behind: {temps:?}"));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn executable_stops_promptly_when_the_consumer_closes_the_pipe() {
+    let s = setup("pipe");
+    let conf = s
+        .dir
+        .write("conf.json", &serde_json::to_vec(&s.conf).unwrap());
+    let mut failures = Vec::new();
+    for compress in ["none", "gz", "zstd"] {
+        let mut child = std::process::Command::new(EXE)
+            .arg(&conf)
+            .args(["-q", "--compress", compress])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A consumer that reads a few KB and goes away (a failing `docker load`).
+        let mut stdout = child.stdout.take().unwrap();
+        let mut head = vec![0; 8192];
+        stdout.read_exact(&mut head).unwrap();
+        drop(stdout);
+        let run = finish(child);
+        let problems = bad_input_problems(&run, true);
+        if !problems.is_empty() {
+            failures.push(format!(
+                "--compress {compress}: {}; stderr: {:?}",
+                problems.join("; "),
+                run.stderr
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -253,6 +253,20 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
     }
 }
 
+/// On an early return (an error mid-image) the threads are stopped and
+/// joined here, so the output they hold is dropped before the caller goes
+/// on: an `-o` temporary file is removed before the process exits, rather
+/// than left behind by a writer thread cut off at exit.
+impl<W: Write + Send + 'static> Drop for ArchiveWriter<W> {
+    fn drop(&mut self) {
+        self.current = None;
+        self.to_hasher = None;
+        if self.hasher.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
 fn hash_stage(rx: Receiver<Msg>, to_writer: SyncSender<Chunk>) -> Vec<Sha> {
     let mut digests = Vec::new();
     let mut hasher = Sha256::new();
