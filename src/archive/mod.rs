@@ -253,16 +253,18 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
     }
 }
 
-/// On an early return (an error mid-image) the threads are stopped and
-/// joined here, so the output they hold is dropped before the caller goes
-/// on: an `-o` temporary file is removed before the process exits, rather
-/// than left behind by a writer thread cut off at exit.
+/// On an error path the pipeline is dropped unfinished: wait for the
+/// threads so the output is dropped too (removing a partial `-o` file)
+/// before the process exits.
 impl<W: Write + Send + 'static> Drop for ArchiveWriter<W> {
     fn drop(&mut self) {
         self.current = None;
         self.to_hasher = None;
-        if self.hasher.is_some() {
-            let _ = self.join();
+        if let Some(h) = self.hasher.take() {
+            let _ = h.join();
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
         }
     }
 }
