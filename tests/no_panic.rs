@@ -1175,6 +1175,26 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The exportReferencesGraph JSON of the scratch store: small refers to
+/// itself, blob to small.
+fn store_graph(s: &Setup) -> Value {
+    let entry = |path: &str, size: u64, refs: Value| json!({"closureSize": size, "narHash": "sha256:0", "narSize": size, "path": path, "references": refs});
+    let mut graph = vec![
+        entry(&s.blob, 4 << 20, json!([s.blob, s.small])),
+        entry(&s.small, 600, json!([s.small])),
+    ];
+    graph.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    Value::Array(graph)
+}
+
+/// The scratch conf in the `layering` form, reading the graph from `graph`.
+fn graph_conf(s: &Setup, graph: &Path) -> Value {
+    let mut c = s.conf.clone();
+    c.as_object_mut().unwrap().shift_remove("store_layers");
+    c["layering"] = json!({"graph": graph, "max_layers": 100});
+    c
+}
+
 /// Bad confs for the executable, each a conf file's bytes. Some fail at
 /// once, some only after a 4 MiB layer was streamed (the `-o` temporary
 /// file must go then too).
@@ -1215,6 +1235,35 @@ fn bad_confs(s: &Setup) -> Vec<(&'static str, Vec<u8>)> {
         .as_object_mut()
         .unwrap()
         .shift_remove("store_layers");
+    let layered = |name: &str, graph: &Value, extra: Value| -> Vec<u8> {
+        let file = s.dir.write(name, &serde_json::to_vec(graph).unwrap());
+        let mut c = graph_conf(s, &file);
+        if let (Value::Object(spec), Value::Object(extra)) = (&mut c["layering"], extra) {
+            spec.extend(extra);
+        }
+        serde_json::to_vec_pretty(&c).unwrap()
+    };
+    let good = store_graph(s);
+    let mut cycle = good.clone();
+    // Entries are sorted by path: 0 is blob, 1 is small.
+    cycle[0]["references"] = json!([s.small]);
+    cycle[1]["references"] = json!([s.blob]);
+    let mut huge = good.clone();
+    huge[0]["narSize"] = json!(u64::MAX);
+    huge[1]["narSize"] = json!(u64::MAX);
+    // A closed graph naming a path that is not on disk: layering works,
+    // streaming fails after the first layer.
+    let mut missing_path = good.clone();
+    missing_path[1]["references"] = json!([s.small, gone]);
+    missing_path.as_array_mut().unwrap().push(
+        json!({"closureSize": 1, "narHash": "sha256:0", "narSize": 1, "path": gone, "references": []}),
+    );
+    let graph_text = serde_json::to_vec(&good).unwrap();
+    let truncated_graph = s
+        .dir
+        .write("truncated-graph.json", &graph_text[..graph_text.len() / 2]);
+    let mut truncated_conf = graph_conf(s, &truncated_graph);
+    truncated_conf["layering"]["max_layers"] = json!(10);
     vec![
         ("truncated JSON", text[..text.len() / 2].to_vec()),
         ("empty file", Vec::new()),
@@ -1275,6 +1324,46 @@ fn bad_confs(s: &Setup) -> Vec<(&'static str, Vec<u8>)> {
             "layering graph missing",
             serde_json::to_vec(&layering_only).unwrap(),
         ),
+        (
+            "graph truncated",
+            serde_json::to_vec(&truncated_conf).unwrap(),
+        ),
+        (
+            "graph with a cycle",
+            layered("cycle.json", &cycle, json!({})),
+        ),
+        (
+            "graph narSizes overflow",
+            layered("huge.json", &huge, json!({})),
+        ),
+        (
+            "graph path not on disk",
+            layered("missing-path.json", &missing_path, json!({})),
+        ),
+        (
+            "max_layers 1",
+            layered("g1.json", &good, json!({"max_layers": 1})),
+        ),
+        (
+            "max_layers negative",
+            layered("g2.json", &good, json!({"max_layers": -3})),
+        ),
+        (
+            "pipeline unknown operation",
+            layered("g3.json", &good, json!({"pipeline": [["sort_by_size"]]})),
+        ),
+        (
+            "pipeline ends in a graph",
+            layered("g4.json", &good, json!({"pipeline": []})),
+        ),
+        (
+            "pipeline file missing",
+            layered(
+                "g5.json",
+                &good,
+                json!({"pipeline": s.dir.path("nope.json")}),
+            ),
+        ),
     ]
 }
 
@@ -1289,6 +1378,23 @@ fn executable_reports_bad_input_on_one_line_and_leaves_no_output() {
     let run = run_to_file(&conf, &out, true);
     assert_eq!(run.code, Some(0), "the good conf fails: {}", run.stderr);
     assert!(std::fs::metadata(&out).unwrap().len() > 4 << 20);
+    std::fs::remove_file(&out).unwrap();
+    // And so does the graph-based form, from the same store.
+    let graph = s.dir.write(
+        "good-graph.json",
+        &serde_json::to_vec(&store_graph(&s)).unwrap(),
+    );
+    let layered = s.dir.write(
+        "good-layered.json",
+        &serde_json::to_vec(&graph_conf(&s, &graph)).unwrap(),
+    );
+    let run = run_to_file(&layered, &out, true);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "the good graph conf fails: {}",
+        run.stderr
+    );
     std::fs::remove_file(&out).unwrap();
 
     let mut failures = Vec::new();
