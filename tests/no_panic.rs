@@ -1491,3 +1491,232 @@ fn executable_stops_promptly_when_the_consumer_closes_the_pipe() {
         failures.join("\n")
     );
 }
+
+/// A tar member: raw name and contents.
+type TarMember = (Vec<u8>, Vec<u8>);
+
+/// Every member of an archive with its bytes, or why it is not one.
+fn read_tar(bytes: &[u8]) -> Result<Vec<TarMember>, String> {
+    let mut ar = tar::Archive::new(bytes);
+    let mut out = Vec::new();
+    for e in ar.entries().map_err(|e| e.to_string())? {
+        let mut e = e.map_err(|e| e.to_string())?;
+        let name = e.path_bytes().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).map_err(|e| e.to_string())?;
+        out.push((name, data));
+    }
+    Ok(out)
+}
+
+/// Checks that a written image is a docker-archive a reader can take
+/// apart: its manifest is JSON and every layer it names is a tarball.
+/// Returns the layers' members.
+fn image_problems(image: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, String> {
+    let outer = read_tar(image)?;
+    let find = |name: &str| outer.iter().find(|(n, _)| n == name.as_bytes());
+    let manifest = find("manifest.json").ok_or("no manifest.json")?;
+    let manifest: Value = serde_json::from_slice(&manifest.1).map_err(|e| e.to_string())?;
+    let layers = manifest[0]["Layers"]
+        .as_array()
+        .ok_or("manifest has no Layers")?;
+    let mut members = Vec::new();
+    for layer in layers {
+        let name = layer.as_str().ok_or("layer name not a string")?;
+        let data = find(name).ok_or(format!("layer {name} missing"))?;
+        let inner = read_tar(&data.1).map_err(|e| format!("layer {name}: {e}"))?;
+        members.push(inner.into_iter().map(|(n, _)| n).collect());
+    }
+    Ok(members)
+}
+
+/// Runs a conf that is odd but not wrong: the run must either succeed
+/// with a readable image or fail like bad input, never panic.
+fn odd_conf_problems(s: &Setup, i: usize, conf: &Value) -> (Option<i32>, Vec<String>) {
+    let file = s
+        .dir
+        .write(&format!("odd-{i}.json"), &serde_json::to_vec(conf).unwrap());
+    let out = s.dir.path(&format!("odd-{i}.tar"));
+    let run = run_to_file(&file, &out, true);
+    let problems = match run.code {
+        Some(0) => {
+            let image = std::fs::read(&out).unwrap_or_default();
+            let _ = std::fs::remove_file(&out);
+            image_problems(&image).err().into_iter().collect()
+        }
+        _ => bad_input_problems(&run, true),
+    };
+    let problems = problems
+        .into_iter()
+        .map(|p| format!("{p}; stderr: {:?}", run.stderr))
+        .collect();
+    (run.code, problems)
+}
+
+#[test]
+fn executable_handles_odd_but_valid_conf_values() {
+    let s = setup("odd");
+    let variants: Vec<(&str, Value)> = vec![
+        ("created", json!("0001-01-01T00:00:00Z")),
+        ("created", json!("9999-12-31T23:59:59.999999+23:59")),
+        ("created", json!("2000-01-01T00:00:00.5")),
+        ("mtime", json!("1969-12-31T23:59:59Z")),
+        ("mtime", json!("0001-01-01T00:00:00Z")),
+        ("mtime", json!("9999-12-31T23:59:59-23:59")),
+        ("mtime", json!("2038-01-19T03:14:08Z")),
+        ("mtime", json!("now")),
+        ("uid", json!(4_294_967_295u64)),
+        ("gid", json!("2097152")),
+        ("uname", json!("")),
+        ("uname", json!("u".repeat(40))),
+        ("gname", json!("groupé")),
+        ("uname", json!("a\nb")),
+        ("repo_tag", json!("")),
+        ("repo_tag", json!("a:b:c")),
+        ("repo_tag", json!("é:1")),
+        ("repo_tag", json!("x".repeat(300))),
+        ("repo_tag", json!("a\nb:c")),
+        ("architecture", json!("")),
+        ("variant", json!("v8")),
+        ("os", json!("")),
+        (
+            "config",
+            json!({"Labels": {"f": 1e300, "z": -0.0, "t": 5e-324, "b": 12_345_678_901_234_567_890u64},
+                   "Env": [1, null, "A=é\n"], "Cmd": "not a list"}),
+        ),
+        ("store_layers", json!([])),
+        ("store_layers", json!([[]])),
+        ("store_layers", json!([[s.small], [s.small]])),
+        ("store_layers", json!([[s.small, s.small]])),
+    ];
+    let mut failures = Vec::new();
+    for (i, (key, value)) in variants.into_iter().enumerate() {
+        let mut conf = s.conf.clone();
+        conf[key] = value.clone();
+        let (_, problems) = odd_conf_problems(&s, i, &conf);
+        if !problems.is_empty() {
+            failures.push(format!("{key} = {value}: {}", problems.join("; ")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// A random file name: plain, spaced, non-UTF-8, newline, long, Unicode.
+fn odd_name(rng: &mut Rng) -> Vec<u8> {
+    let pieces: [&[u8]; 10] = [
+        b"a",
+        b"Z",
+        b" ",
+        b"\n",
+        b"\xff",
+        "é".as_bytes(),
+        b"\\",
+        b"-",
+        b".x",
+        b"\t",
+    ];
+    let mut name: Vec<u8> = (0..1 + rng.below(6))
+        .flat_map(|_| rng.pick(&pieces).to_vec())
+        .collect();
+    if rng.chance(15) {
+        name.extend(vec![b'L'; 100 + rng.below(150)]);
+    }
+    if name == b"." || name == b".." {
+        name.push(b'_');
+    }
+    name
+}
+
+/// Fills `root` with random entries: files of edge-case sizes, nested
+/// directories, symlinks (relative, absolute, dangling, long) and
+/// hardlinks. Returns how many entries were made.
+fn odd_tree(rng: &mut Rng, root: &Path) -> usize {
+    use std::os::unix::ffi::OsStrExt;
+    let mut dirs = vec![root.to_path_buf()];
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut made = 0;
+    for _ in 0..40 {
+        let parent = rng.pick(&dirs).clone();
+        let path = parent.join(std::ffi::OsStr::from_bytes(&odd_name(rng)));
+        if path.symlink_metadata().is_ok() {
+            continue;
+        }
+        let ok = match rng.below(6) {
+            0 | 1 => {
+                let size = *rng.pick(&[0, 1, 511, 512, 513, 4096, 70_000]);
+                std::fs::write(&path, vec![b'x'; size]).is_ok() && {
+                    files.push(path.clone());
+                    true
+                }
+            }
+            2 => {
+                std::fs::create_dir(&path).is_ok() && {
+                    dirs.push(path.clone());
+                    true
+                }
+            }
+            3 => {
+                let long = "t/".repeat(80);
+                let target = *rng.pick(&["../x", "/nix/store/none", "a b", long.as_str(), ""]);
+                let target = if target.is_empty() { "." } else { target };
+                std::os::unix::fs::symlink(target, &path).is_ok()
+            }
+            4 if !files.is_empty() => std::fs::hard_link(rng.pick(&files), &path).is_ok(),
+            _ => std::fs::write(&path, b"").is_ok(),
+        };
+        made += usize::from(ok);
+    }
+    made
+}
+
+#[test]
+fn executable_streams_stores_with_odd_names_sizes_and_links() {
+    let s = setup("odd-tree");
+    let mut rng = Rng::new(0x0DD7);
+    let mut failures = Vec::new();
+    for round in 0..4 {
+        let path = format!(
+            "{}/{:032}-odd-{round}",
+            s.dir.path("store").display(),
+            round
+        );
+        std::fs::create_dir_all(&path).unwrap();
+        let made = odd_tree(&mut rng, Path::new(&path));
+        let mut conf = s.conf.clone();
+        conf["store_layers"] = json!([[path], [s.small]]);
+        let file = s
+            .dir
+            .write("odd-tree.json", &serde_json::to_vec(&conf).unwrap());
+        let out = s.dir.path("odd-tree.tar");
+        let run = run_to_file(&file, &out, true);
+        if run.code != Some(0) {
+            failures.push(format!(
+                "round {round} (seed 0x0DD7): exit {:?}: {:?}",
+                run.code, run.stderr
+            ));
+            continue;
+        }
+        let image = std::fs::read(&out).unwrap();
+        match image_problems(&image) {
+            // The layer holds /nix, /nix/store, the store path and what it holds.
+            Ok(layers) if layers[0].len() == made + 3 => {}
+            Ok(layers) => failures.push(format!(
+                "round {round}: layer 1 has {} members, expected {}",
+                layers[0].len(),
+                made + 3
+            )),
+            Err(e) => failures.push(format!("round {round}: unreadable image: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
