@@ -1328,6 +1328,25 @@ fn bad_confs(s: &Setup) -> Vec<(&'static str, Vec<u8>)> {
             "graph truncated",
             serde_json::to_vec(&truncated_conf).unwrap(),
         ),
+        // Paths holding NUL, which no system call takes.
+        (
+            "store path with NUL",
+            with("store_layers", json!([[format!("{}\0x", s.small)]])),
+        ),
+        (
+            "store_dir with NUL",
+            with("store_dir", json!(format!("{}\0", store.display()))),
+        ),
+        (
+            "customisation layer with NUL",
+            with("customisation_layer", json!("/tmp\0x")),
+        ),
+        ("from_image with NUL", with("from_image", json!("/tmp\0x"))),
+        ("graph path with NUL", {
+            let mut c = graph_conf(s, Path::new("/tmp"));
+            c["layering"]["graph"] = json!("/tmp\0graph.json");
+            serde_json::to_vec(&c).unwrap()
+        }),
         (
             "graph with a cycle",
             layered("cycle.json", &cycle, json!({})),
@@ -1711,6 +1730,135 @@ fn executable_streams_stores_with_odd_names_sizes_and_links() {
                 made + 3
             )),
             Err(e) => failures.push(format!("round {round}: unreadable image: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn customisation_layer_survives_damaged_checksum_and_layer() {
+    use stream_layered_image::customisation::Customisation;
+    let mut tally = Tally::new("customisation");
+    let dir = Scratch::new("custom");
+    let checksum = std::fs::read(vectors().join("customisation/checksum")).unwrap();
+    let layer = std::fs::read(vectors().join("customisation/layer.tar")).unwrap();
+    let mut rng = Rng::new(0xC057);
+    let shown = dir.0.display().to_string();
+    for i in 0..150 {
+        let (what, damaged) = if i % 3 == 0 {
+            damage_bytes(&mut rng, &layer)
+        } else {
+            damage_bytes(&mut rng, &checksum)
+        };
+        let (c, l) = if i % 3 == 0 {
+            (&checksum, &damaged)
+        } else {
+            (&damaged, &layer)
+        };
+        std::fs::write(dir.path("checksum"), c).unwrap();
+        std::fs::write(dir.path("layer.tar"), l).unwrap();
+        let case = format!(
+            "customisation #{i} ({what} of {})",
+            if i % 3 == 0 { "layer.tar" } else { "checksum" }
+        );
+        tally.check(&case, Some(&shown), || Customisation::open(&dir.0));
+    }
+    // Missing pieces and pieces of the wrong kind.
+    let _ = std::fs::remove_file(dir.path("layer.tar"));
+    tally.check("layer.tar missing", Some(&shown), || {
+        Customisation::open(&dir.0)
+    });
+    std::fs::create_dir_all(dir.path("layer.tar")).unwrap();
+    std::fs::write(dir.path("checksum"), &checksum).unwrap();
+    tally.check("layer.tar a directory", Some(&shown), || {
+        Customisation::open(&dir.0)
+    });
+    let _ = std::fs::remove_file(dir.path("checksum"));
+    tally.check("checksum missing", Some(&shown), || {
+        Customisation::open(&dir.0)
+    });
+    let file = dir.write("plain-file", b"x");
+    let shown = file.display().to_string();
+    tally.check("a file, not a directory", Some(&shown), || {
+        Customisation::open(&file)
+    });
+    tally.finish();
+}
+
+#[test]
+fn executable_usage_errors_exit_2_and_write_errors_exit_1() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = setup("cli");
+    let conf = s
+        .dir
+        .write("conf.json", &serde_json::to_vec(&s.conf).unwrap());
+    let conf = conf.to_str().unwrap().to_owned();
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"\xff\xfe").to_owned();
+    let usage: Vec<Vec<std::ffi::OsString>> = vec![
+        vec![],
+        vec!["--no-such-flag".into(), conf.clone().into()],
+        vec![conf.clone().into(), "--compress".into(), "lz4".into()],
+        vec![conf.clone().into(), "-t".into()],
+        vec![conf.clone().into(), "-t".into(), not_utf8.clone()],
+        vec![conf.clone().into(), "extra".into()],
+        vec![conf.clone().into(), "-o".into()],
+    ];
+    let mut failures = Vec::new();
+    for args in usage {
+        let child = std::process::Command::new(EXE)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let run = finish(child);
+        if run.code != Some(2) || run.stderr.contains("panicked") || run.stderr.is_empty() {
+            failures.push(format!(
+                "{args:?}: exit {:?}, stderr {:?}",
+                run.code, run.stderr
+            ));
+        }
+    }
+    // A conf path that is not UTF-8 is just a missing file.
+    let child = std::process::Command::new(EXE)
+        .arg(&not_utf8)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = finish(child);
+    let problems = bad_input_problems(&run, true);
+    if !problems.is_empty() {
+        failures.push(format!(
+            "non-UTF-8 conf path: {}; stderr {:?}",
+            problems.join("; "),
+            run.stderr
+        ));
+    }
+    // A full disk on stdout: a write error, reported like bad input.
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let child = std::process::Command::new(EXE)
+            .args([conf.as_str(), "-q"])
+            .stdin(std::process::Stdio::null())
+            .stdout(full)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let run = finish(child);
+        let problems = bad_input_problems(&run, true);
+        if !problems.is_empty() {
+            failures.push(format!(
+                "stdout /dev/full: {}; stderr {:?}",
+                problems.join("; "),
+                run.stderr
+            ));
         }
     }
     assert!(
