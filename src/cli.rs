@@ -35,7 +35,15 @@ Progress goes to stderr. Exit status: 0 on success, 1 on any error (one line on 
 /// Streams a Nix store closure as a docker-archive image (a drop-in for
 /// nixpkgs' stream_layered_image.py).
 #[derive(Debug, Parser)]
-#[command(name = "stream-layered-image", version, after_long_help = CONF_HELP)]
+// Like argparse (nixpkgs' streamer): unambiguous prefixes of long options
+// are accepted, and a repeated option's last value wins.
+#[command(
+    name = "stream-layered-image",
+    version,
+    after_long_help = CONF_HELP,
+    infer_long_args = true,
+    args_override_self = true
+)]
 pub struct Cli {
     /// The conf.json written by streamLayeredImage (see below for its fields).
     #[arg(value_name = "CONF.json")]
@@ -86,5 +94,11 @@ mod tests {
         assert_eq!(c.repo_tag.as_deref(), Some("c:d"));
         assert_eq!(c.compress, Compression::Zstd);
         assert!(Cli::try_parse_from(["x"]).is_err(), "CONF is required");
+        let c = Cli::try_parse_from(["x", "conf.json", "--repo=e:f", "-tg:h"]).unwrap();
+        assert_eq!(
+            c.repo_tag.as_deref(),
+            Some("g:h"),
+            "argparse-style prefixes, last wins"
+        );
     }
 }

@@ -301,11 +301,6 @@ fn write_stage<W: Write>(rx: Receiver<Chunk>, pool: Sender<Chunk>, mut out: W) -
     Ok(out)
 }
 
-/// Lower-case hex of a digest.
-pub fn hex(d: &Sha) -> String {
-    crate::digest::hex(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,17 +22,20 @@ pub const FIXTURE: &str = "/tmp/sli-fixture";
 pub fn fixture() -> &'static Path {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
+        let script = repo().join("tests/vectors/make-fixture.py");
+        // The stamp records which script built the fixture, so a changed
+        // script rebuilds it.
+        let version = sha256_hex(&fs::read(&script).unwrap());
         let stamp = Path::new(FIXTURE).join(".sli-complete");
         let _lock = Lock::acquire(Path::new("/tmp/sli-fixture.lock"));
-        if !stamp.exists() {
-            let script = repo().join("tests/vectors/make-fixture.py");
+        if fs::read_to_string(&stamp).ok().as_deref() != Some(version.as_str()) {
             let status = Command::new("python3")
                 .arg(&script)
                 .arg(FIXTURE)
                 .status()
                 .expect("python3 runs make-fixture.py");
             assert!(status.success(), "make-fixture.py failed");
-            fs::write(&stamp, b"ok").unwrap();
+            fs::write(&stamp, &version).unwrap();
         }
     });
     Path::new(FIXTURE)
