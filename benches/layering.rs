@@ -25,9 +25,11 @@ fn ms(d: Duration) -> String {
     format!("{:9.2} ms", d.as_secs_f64() * 1e3)
 }
 
-/// A seeded random closure like random2000: ~4.6 references per path to
-/// paths further down, log-uniform sizes, one root over all unreferenced.
-fn synthetic(n: usize, seed: u64) -> Vec<GraphEntry> {
+/// A seeded random closure like random2000: ~4.5 references per path to
+/// paths further down, log-uniform sizes. `span` bounds how far down a
+/// reference may point: n gives a shallow, widely shared graph; 200 a deep
+/// one (hundreds of levels, popularity of thousands of bits).
+fn synthetic(n: usize, span: usize, seed: u64) -> Vec<GraphEntry> {
     let mut s = seed;
     let mut next = move || {
         s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -43,8 +45,7 @@ fn synthetic(n: usize, seed: u64) -> Vec<GraphEntry> {
             if i + 1 < n {
                 let count = next() % 10;
                 for _ in 0..count {
-                    // Mostly nearby paths, as real closures are layered.
-                    let span = ((n - i - 1) as u64).min(200);
+                    let span = ((n - i - 1) as u64).min(span as u64);
                     refs.push(path(i + 1 + (next() % span) as usize));
                 }
             }
@@ -68,15 +69,23 @@ fn main() {
         .iter()
         .map(|p| p.as_str().unwrap_or_default().to_owned())
         .collect();
-    let popularity = pipeline::parse(&json!([["popularity_contest"], ["limit_layers", 99]])).expect("pipeline");
+    let popularity =
+        pipeline::parse(&json!([["popularity_contest"], ["limit_layers", 99]])).expect("pipeline");
 
-    println!("random2000 vector ({} paths):", vector["graph"].as_array().map_or(0, Vec::len));
+    println!(
+        "random2000 vector ({} paths):",
+        vector["graph"].as_array().map_or(0, Vec::len)
+    );
     let load = best_of(10, || {
         let entries = parse_references_graph(&graph_json).expect("parse");
         Graph::from_entries(entries, "/nix/store").expect("graph");
     });
     println!("  parse + validate graph            {}", ms(load));
-    let g = Graph::from_entries(parse_references_graph(&graph_json).expect("parse"), "/nix/store").expect("graph");
+    let g = Graph::from_entries(
+        parse_references_graph(&graph_json).expect("parse"),
+        "/nix/store",
+    )
+    .expect("graph");
     let t = best_of(10, || {
         decide_graph(&g, &exclude, 100, 0, None).expect("auto");
     });
@@ -90,19 +99,21 @@ fn main() {
     });
     println!("  popularity_contest + limit 99      {}", ms(t));
 
-    println!("synthetic closures (paths: parse+validate / auto-layer 99 / popularity pipeline 99):");
-    for n in [1_000, 2_000, 5_000, 10_000, 20_000] {
-        let entries = synthetic(n, n as u64);
-        let t_load = best_of(3, || {
-            Graph::from_entries(entries.clone(), "/nix/store").expect("graph");
-        });
-        let g = Graph::from_entries(entries, "/nix/store").expect("graph");
-        let t_auto = best_of(3, || {
-            decide_graph(&g, &[], 100, 0, None).expect("auto");
-        });
-        let t_pop = best_of(3, || {
-            decide_graph(&g, &[], 100, 0, Some(&popularity)).expect("pipeline");
-        });
-        println!("  {n:>6} {} {} {}", ms(t_load), ms(t_auto), ms(t_pop));
+    for (kind, deep) in [("shallow", false), ("deep", true)] {
+        println!("synthetic {kind} closures (paths: parse+validate / auto-layer 99 / popularity pipeline 99):");
+        for n in [1_000, 2_000, 5_000, 10_000, 20_000] {
+            let entries = synthetic(n, if deep { 200 } else { n }, n as u64);
+            let t_load = best_of(3, || {
+                Graph::from_entries(entries.clone(), "/nix/store").expect("graph");
+            });
+            let g = Graph::from_entries(entries, "/nix/store").expect("graph");
+            let t_auto = best_of(3, || {
+                decide_graph(&g, &[], 100, 0, None).expect("auto");
+            });
+            let t_pop = best_of(if n > 5_000 { 1 } else { 3 }, || {
+                decide_graph(&g, &[], 100, 0, Some(&popularity)).expect("pipeline");
+            });
+            println!("  {n:>6} {} {} {}", ms(t_load), ms(t_auto), ms(t_pop));
+        }
     }
 }

@@ -555,7 +555,7 @@ fn explain_lists_every_layer_path_size_and_total() {
     );
     for p in strings(&v["exclude_paths"]) {
         assert!(
-            text.contains(&format!("in no layer: ")) && text.contains(&p),
+            text.contains("in no layer: ") && text.contains(&p),
             "{text}"
         );
     }
