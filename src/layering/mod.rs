@@ -181,21 +181,19 @@ pub fn load_pipeline(value: Option<&serde_json::Value>) -> Result<Option<Vec<pip
     let Some(value) = value else {
         return Ok(None);
     };
-    let read;
-    let (json, from) = match value {
+    match value {
         serde_json::Value::String(file) => {
             let bytes = std::fs::read(file)
                 .with_context(|| format!("layeringPipeline file {file}: cannot read"))?;
-            read = serde_json::from_slice::<serde_json::Value>(&bytes)
+            let json = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .with_context(|| format!("layeringPipeline file {file}: invalid JSON"))?;
-            (&read, format!(" (from {file})"))
+            pipeline::parse(&json)
+                .map(Some)
+                .with_context(|| format!("file {file}"))
         }
-        serde_json::Value::Null => return Ok(None),
-        inline => (inline, String::new()),
-    };
-    pipeline::parse(json)
-        .map(Some)
-        .with_context(|| format!("layeringPipeline{from}"))
+        serde_json::Value::Null => Ok(None),
+        inline => pipeline::parse(inline).map(Some),
+    }
 }
 
 /// [`decide`] on a loaded graph.
@@ -265,7 +263,7 @@ fn decide_auto(g: &Graph, exclude: &HashSet<u32>, limit: usize) -> Decision {
         }
         let names: Vec<&str> = layer.id.iter().map(|&p| short_name(g.path(p))).collect();
         let reason = match names[..] {
-            [] => "the rest: paths that no primary path depends on".to_owned(),
+            [] => "the rest: paths that no primary path depends on (a larger maxLayers splits it further)".to_owned(),
             [one] => format!(
                 "primary path {one} (one of the largest), with the dependencies only it uses; closure {}",
                 human(layer.closure_size)
