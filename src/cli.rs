@@ -1,1 +1,75 @@
-//! TODO
+//! Command-line interface, compatible with nixpkgs' `stream_layered_image.py`
+//! (`CONF [--repo_tag|-t NAME:TAG]`): the Nix wrapper runs
+//! `stream-layered-image conf.json "$@"`, so options given to the wrapper
+//! script reach us unchanged. We add `-o FILE` and `--compress`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::output::Compression;
+
+const CONF_HELP: &str = "\
+CONF.json fields (as nixpkgs' streamLayeredImage writes them):
+  store_dir            the Nix store directory (default /nix/store); every store path must lie in it
+  from_image           a base image tarball (docker save / dockerTools output, plain, gzip or zstd), or null
+  store_layers         list of layers, each a list of store paths, in image order
+  layering             instead of store_layers: decide layers at stream time from the reference graph
+                       ({\"graph\": closureInfo dir or graph JSON, \"max_layers\": N, \"exclude_paths\": [...],
+                         \"pipeline\": layeringPipeline or null, \"debug\": bool})
+  customisation_layer  directory holding layer.tar and checksum (the image's own files)
+  repo_tag             NAME:TAG the image loads as (-t overrides it)
+  created              image creation time: ISO 8601 (e.g. 1970-01-01T00:00:01Z) or \"now\"
+  mtime                modification time of every file in the layers: ISO 8601 or \"now\"
+  uid, gid             owner of every file in the layers (numbers or numeric strings)
+  uname, gname         owner names of every file in the layers
+  architecture         image architecture (amd64, arm64, ...)
+  variant              architecture variant (e.g. v8), or null
+  os                   image OS (default linux)
+  config               the image's config object (Cmd, Entrypoint, Env, ...), kept verbatim;
+                       with from_image, Env is merged over the base image's
+
+Progress goes to stderr. Exit status: 0 on success, 1 on any error (one line on stderr),
+2 on bad command-line usage.";
+
+/// Streams a Nix store closure as a docker-archive image (a drop-in for
+/// nixpkgs' stream_layered_image.py).
+#[derive(Debug, Parser)]
+#[command(name = "stream-layered-image", version, after_long_help = CONF_HELP)]
+pub struct Cli {
+    /// The conf.json written by streamLayeredImage (see below for its fields).
+    #[arg(value_name = "CONF.json")]
+    pub conf: PathBuf,
+
+    /// Override the repo_tag from the conf (NAME:TAG), as nixpkgs' -t.
+    #[arg(short = 't', long = "repo_tag", visible_alias = "repo-tag", value_name = "NAME:TAG")]
+    pub repo_tag: Option<String>,
+
+    /// Write the image to FILE (atomically: nothing is left there on failure)
+    /// instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Compress the whole archive (deterministically), as buildLayeredImage's compressor.
+    #[arg(long, value_enum, default_value = "none")]
+    pub compress: Compression,
+
+    /// Print no progress lines on stderr (errors are still printed).
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nixpkgs_style_arguments() {
+        let c = Cli::try_parse_from(["x", "conf.json", "-t", "a:b"]).unwrap();
+        assert_eq!(c.repo_tag.as_deref(), Some("a:b"));
+        let c = Cli::try_parse_from(["x", "conf.json", "--repo_tag", "c:d", "-o", "out.tar", "--compress", "zstd"]).unwrap();
+        assert_eq!(c.repo_tag.as_deref(), Some("c:d"));
+        assert_eq!(c.compress, Compression::Zstd);
+        assert!(Cli::try_parse_from(["x"]).is_err(), "CONF is required");
+    }
+}

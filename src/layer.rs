@@ -1,1 +1,326 @@
-//! TODO
+//! One store layer: store paths walked into tar entries, sized from
+//! metadata, then streamed (each file read once) through the archive
+//! pipeline. Mirrors nixpkgs' `archive_paths_to`:
+//!
+//! - `/nix` and `/nix/store` directory entries first (mode 0755), whatever
+//!   the store directory is;
+//! - then per store path, in the layer's order: the path itself and, unless
+//!   it is a symlink, everything below it, sorted component-wise by Python
+//!   code point order (`sorted(path.rglob("*"))`): a pre-order walk with
+//!   each directory's children sorted; symlinked directories are not
+//!   followed;
+//! - names are absolute; hardlinks become regular files with full contents;
+//!   mode and size from `lstat`; owner, group and mtime from the conf;
+//! - the tarball ends as tarfile's does (two zero blocks, 10240-byte record).
+
+use std::fs::{self, File, Metadata};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::archive::ArchiveWriter;
+use crate::tar::{self, Header, Kind, Owner};
+
+/// Entries kept from the sizing walk up to this many bytes of memory;
+/// bigger layers are walked again while streaming, so memory stays bounded.
+const ENTRY_CACHE_BYTES: usize = 8 << 20;
+
+/// One file, directory or symlink of a store path.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The path on disk (also the tar name, with a leading `/` ensured).
+    pub path: Vec<u8>,
+    pub kind: Kind,
+    pub mode: u32,
+    pub size: u64,
+    pub link: Vec<u8>,
+}
+
+impl Entry {
+    fn memory(&self) -> usize {
+        std::mem::size_of::<Entry>() + self.path.len() + self.link.len()
+    }
+}
+
+/// A layer ready to stream: its store paths, its exact tarball size and,
+/// when small enough, the entries found while sizing it.
+#[derive(Debug)]
+pub struct LayerPlan {
+    pub paths: Vec<String>,
+    pub size: u64,
+    cached: Option<Vec<Entry>>,
+}
+
+/// Checks the layer's store paths and computes its tarball size by
+/// walking their metadata (no file contents are read).
+pub fn plan(paths: &[String], store_dir: &str, owner: &Owner) -> Result<LayerPlan> {
+    let mut disk_paths = Vec::with_capacity(paths.len());
+    for p in paths {
+        disk_paths.push(checked_store_path(p, store_dir)?);
+    }
+    let mut size = root_entries_len(owner);
+    let mut cache = Some(Vec::new());
+    let mut cache_bytes = 0;
+    for p in &disk_paths {
+        walk(p, &mut |e| {
+            size += entry_len(&e, owner);
+            if let Some(c) = cache.as_mut() {
+                cache_bytes += e.memory();
+                if cache_bytes > ENTRY_CACHE_BYTES {
+                    cache = None;
+                } else {
+                    c.push(e);
+                }
+            }
+            Ok(())
+        })?;
+    }
+    size += tar::end_len(size);
+    Ok(LayerPlan {
+        paths: paths.to_vec(),
+        size,
+        cached: cache,
+    })
+}
+
+/// Streams the layer tarball (exactly `plan.size` bytes) into `out`.
+pub fn stream<W: std::io::Write + Send + 'static>(
+    plan: LayerPlan,
+    store_dir: &str,
+    owner: &Owner,
+    out: &mut ArchiveWriter<W>,
+) -> Result<()> {
+    let start = out.offset();
+    let mut scratch = Vec::with_capacity(4096);
+    for name in [&b"/nix"[..], b"/nix/store"] {
+        let root = Entry {
+            path: name.to_vec(),
+            kind: Kind::Directory,
+            mode: 0o755,
+            size: 0,
+            link: Vec::new(),
+        };
+        write_entry(&root, owner, &mut scratch, out)?;
+    }
+    let mut emit = |e: Entry| write_entry(&e, owner, &mut scratch, out);
+    match plan.cached {
+        Some(entries) => entries.into_iter().try_for_each(&mut emit)?,
+        None => {
+            for p in &plan.paths {
+                walk(&checked_store_path(p, store_dir)?, &mut emit)?;
+            }
+        }
+    }
+    let written = out.offset() - start;
+    out.write_zeros(tar::end_len(written))?;
+    let total = out.offset() - start;
+    if total != plan.size {
+        bail!(
+            "store paths {:?} changed while streaming (layer is {total} bytes, expected {})",
+            plan.paths,
+            plan.size
+        );
+    }
+    Ok(())
+}
+
+/// The normalised on-disk path of a store path, which must lie inside the
+/// store directory (nixpkgs asserts `path.startswith(store_dir)`; we check
+/// whole components so `/nix/store-x` is not inside `/nix/store`).
+pub fn checked_store_path(path: &str, store_dir: &str) -> Result<Vec<u8>> {
+    let norm = normalise(path);
+    let store = normalise(store_dir);
+    let inside = norm.len() > store.len()
+        && norm.starts_with(&store)
+        && (store.ends_with('/') || norm.as_bytes()[store.len()] == b'/');
+    if !inside || norm.split('/').any(|c| c == "..") {
+        bail!("store path {path:?} is outside store_dir {store_dir:?}");
+    }
+    Ok(norm.into_bytes())
+}
+
+/// pathlib's normalisation: repeated slashes and `.` components dropped.
+fn normalise(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let joined = parts.join("/");
+    if path.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
+fn root_entries_len(owner: &Owner) -> u64 {
+    ["/nix", "/nix/store"]
+        .iter()
+        .map(|n| {
+            let h = Header {
+                name: n.as_bytes(),
+                kind: Kind::Directory,
+                mode: 0o755,
+                size: 0,
+                linkname: b"",
+                owner,
+            };
+            tar::header_len(&h)
+        })
+        .sum()
+}
+
+/// Bytes the entry takes in the tarball: header(s), data, padding.
+fn entry_len(e: &Entry, owner: &Owner) -> u64 {
+    let name = tar_name(&e.path);
+    tar::header_len(&header(e, &name, owner)) + e.size + tar::padding(e.size)
+}
+
+/// tarfile's name for a path: relative to `/`, then given back a leading `/`.
+fn tar_name(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if path.starts_with(b"/") {
+        path.into()
+    } else {
+        let mut n = b"/".to_vec();
+        n.extend_from_slice(path);
+        n.into()
+    }
+}
+
+fn header<'a>(e: &'a Entry, name: &'a [u8], owner: &'a Owner) -> Header<'a> {
+    Header {
+        name,
+        kind: e.kind,
+        mode: e.mode,
+        size: e.size,
+        linkname: &e.link,
+        owner,
+    }
+}
+
+fn write_entry<W: std::io::Write + Send + 'static>(
+    e: &Entry,
+    owner: &Owner,
+    scratch: &mut Vec<u8>,
+    out: &mut ArchiveWriter<W>,
+) -> Result<()> {
+    scratch.clear();
+    let name = tar_name(&e.path);
+    tar::encode_header(&header(e, &name, owner), scratch);
+    out.write_all(scratch)?;
+    if e.kind == Kind::Regular && e.size > 0 {
+        let path = Path::new(std::ffi::OsStr::from_bytes(&e.path));
+        let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        out.copy_exact(&mut f, e.size, path)?;
+        out.write_zeros(tar::padding(e.size))?;
+    }
+    Ok(())
+}
+
+/// Visits `root` and, if it is a real directory, everything below it in
+/// Python's sorted order.
+pub fn walk(root: &[u8], visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(root));
+    let meta = fs::symlink_metadata(&path).with_context(|| format!("store path {}", path.display()))?;
+    let entry = entry_from(root.to_vec(), &meta)?;
+    let is_dir = entry.kind == Kind::Directory;
+    visit(entry)?;
+    if is_dir {
+        walk_dir(&path, visit)?;
+    }
+    Ok(())
+}
+
+fn walk_dir(dir: &Path, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+    let read = |e: std::io::Error| anyhow::Error::new(e).context(format!("{}: cannot read directory", dir.display()));
+    let mut children = Vec::new();
+    for item in fs::read_dir(dir).map_err(read)? {
+        let item = item.map_err(read)?;
+        let meta = item
+            .metadata()
+            .with_context(|| format!("{}: cannot stat", item.path().display()))?;
+        children.push((item.file_name().into_vec(), meta));
+    }
+    children.sort_by(|a, b| tar::compare_names(&a.0, &b.0));
+    for (name, meta) in children {
+        let mut path = dir.as_os_str().as_bytes().to_vec();
+        path.push(b'/');
+        path.extend_from_slice(&name);
+        let entry = entry_from(path, &meta)?;
+        if entry.kind == Kind::Directory {
+            let sub = PathBuf::from(std::ffi::OsStr::from_bytes(&entry.path));
+            visit(entry)?;
+            walk_dir(&sub, visit)?;
+        } else {
+            visit(entry)?;
+        }
+    }
+    Ok(())
+}
+
+fn entry_from(path: Vec<u8>, meta: &Metadata) -> Result<Entry> {
+    let ft = meta.file_type();
+    let mode = meta.mode() & 0o7777;
+    let shown = || Path::new(std::ffi::OsStr::from_bytes(&path)).display().to_string();
+    let (kind, size, link) = if ft.is_symlink() {
+        let target = fs::read_link(Path::new(std::ffi::OsStr::from_bytes(&path)))
+            .with_context(|| format!("{}: cannot read symlink", shown()))?;
+        (Kind::Symlink, 0, target.into_os_string().into_vec())
+    } else if ft.is_dir() {
+        (Kind::Directory, 0, Vec::new())
+    } else if ft.is_file() {
+        (Kind::Regular, meta.len(), Vec::new())
+    } else {
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        bail!("{}: is {what}; Nix store paths hold only files, directories and symlinks", shown());
+    };
+    Ok(Entry {
+        path,
+        kind,
+        mode,
+        size,
+        link,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_paths_must_be_inside_store_dir() {
+        assert_eq!(checked_store_path("/nix/store//abc-x/", "/nix/store").unwrap(), b"/nix/store/abc-x");
+        assert_eq!(checked_store_path("/nix/store/abc", "/nix/store/").unwrap(), b"/nix/store/abc");
+        for bad in ["/nix/store-evil/x", "/nix/store", "/etc/passwd", "/nix/store/../../etc"] {
+            let err = checked_store_path(bad, "/nix/store").unwrap_err();
+            assert!(err.to_string().contains("outside store_dir"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn walk_is_preorder_with_python_sorting() {
+        let dir = std::env::temp_dir().join(format!("sli-walk-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        for d in ["p/a", "p/a-b.d"] {
+            fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        for f in ["p/a/b", "p/a b", "p/A", "p/a-b.d/x"] {
+            fs::write(dir.join(f), f).unwrap();
+        }
+        std::os::unix::fs::symlink("a", dir.join("p/link")).unwrap();
+        let root = dir.join("p").into_os_string().into_vec();
+        let mut seen = Vec::new();
+        walk(&root, &mut |e| {
+            seen.push(String::from_utf8(e.path[root.len()..].to_vec()).unwrap());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, ["", "/A", "/a", "/a/b", "/a b", "/a-b.d", "/a-b.d/x", "/link"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
