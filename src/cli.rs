@@ -42,7 +42,12 @@ pub struct Cli {
     pub conf: PathBuf,
 
     /// Override the repo_tag from the conf (NAME:TAG), as nixpkgs' -t.
-    #[arg(short = 't', long = "repo_tag", visible_alias = "repo-tag", value_name = "NAME:TAG")]
+    #[arg(
+        short = 't',
+        long = "repo_tag",
+        visible_alias = "repo-tag",
+        value_name = "NAME:TAG"
+    )]
     pub repo_tag: Option<String>,
 
     /// Write the image to FILE (atomically: nothing is left there on failure)
@@ -67,7 +72,17 @@ mod tests {
     fn nixpkgs_style_arguments() {
         let c = Cli::try_parse_from(["x", "conf.json", "-t", "a:b"]).unwrap();
         assert_eq!(c.repo_tag.as_deref(), Some("a:b"));
-        let c = Cli::try_parse_from(["x", "conf.json", "--repo_tag", "c:d", "-o", "out.tar", "--compress", "zstd"]).unwrap();
+        let c = Cli::try_parse_from([
+            "x",
+            "conf.json",
+            "--repo_tag",
+            "c:d",
+            "-o",
+            "out.tar",
+            "--compress",
+            "zstd",
+        ])
+        .unwrap();
         assert_eq!(c.repo_tag.as_deref(), Some("c:d"));
         assert_eq!(c.compress, Compression::Zstd);
         assert!(Cli::try_parse_from(["x"]).is_err(), "CONF is required");

@@ -49,7 +49,10 @@ pub fn config_json(meta: &ImageMeta, layers: &[LayerInfo]) -> Vec<u8> {
     top.insert("os".into(), json!(meta.os));
     top.insert("config".into(), meta.config.clone());
     let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
-    top.insert("rootfs".into(), json!({"diff_ids": diff_ids, "type": "layers"}));
+    top.insert(
+        "rootfs".into(),
+        json!({"diff_ids": diff_ids, "type": "layers"}),
+    );
     let history: Vec<Value> = layers
         .iter()
         .map(|l| {
@@ -89,13 +92,25 @@ mod tests {
             member: "1/layer.tar".into(),
         }];
         let text = String::from_utf8(config_json(&meta, &layers)).unwrap();
-        let keys: Vec<usize> = ["\"created\"", "\"architecture\"", "\"variant\"", "\"os\"", "\"config\"", "\"rootfs\"", "\"history\""]
-            .iter()
-            .map(|k| text.find(k).unwrap())
-            .collect();
+        let keys: Vec<usize> = [
+            "\"created\"",
+            "\"architecture\"",
+            "\"variant\"",
+            "\"os\"",
+            "\"config\"",
+            "\"rootfs\"",
+            "\"history\"",
+        ]
+        .iter()
+        .map(|k| text.find(k).unwrap())
+        .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "{text}");
-        assert!(text.contains(r#""comment": "store paths: ['/nix/store/a', '/nix/store/b']""#), "{text}");
+        assert!(
+            text.contains(r#""comment": "store paths: ['/nix/store/a', '/nix/store/b']""#),
+            "{text}"
+        );
         let manifest = String::from_utf8(manifest_json("c.json", "a:b", &layers)).unwrap();
-        assert!(manifest.starts_with("[\n    {\n        \"Config\": \"c.json\",\n        \"RepoTags\": [\n"));
+        assert!(manifest
+            .starts_with("[\n    {\n        \"Config\": \"c.json\",\n        \"RepoTags\": [\n"));
     }
 }

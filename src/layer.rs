@@ -143,7 +143,10 @@ pub fn checked_store_path(path: &str, store_dir: &str) -> Result<Vec<u8>> {
 
 /// pathlib's normalisation: repeated slashes and `.` components dropped.
 fn normalise(path: &str) -> String {
-    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     let joined = parts.join("/");
     if path.starts_with('/') {
         format!("/{joined}")
@@ -220,7 +223,8 @@ fn write_entry<W: std::io::Write + Send + 'static>(
 /// Python's sorted order.
 pub fn walk(root: &[u8], visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
     let path = PathBuf::from(std::ffi::OsStr::from_bytes(root));
-    let meta = fs::symlink_metadata(&path).with_context(|| format!("store path {}", path.display()))?;
+    let meta =
+        fs::symlink_metadata(&path).with_context(|| format!("store path {}", path.display()))?;
     let entry = entry_from(root.to_vec(), &meta)?;
     let is_dir = entry.kind == Kind::Directory;
     visit(entry)?;
@@ -231,7 +235,9 @@ pub fn walk(root: &[u8], visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<(
 }
 
 fn walk_dir(dir: &Path, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
-    let read = |e: std::io::Error| anyhow::Error::new(e).context(format!("{}: cannot read directory", dir.display()));
+    let read = |e: std::io::Error| {
+        anyhow::Error::new(e).context(format!("{}: cannot read directory", dir.display()))
+    };
     let mut children = Vec::new();
     for item in fs::read_dir(dir).map_err(read)? {
         let item = item.map_err(read)?;
@@ -260,7 +266,11 @@ fn walk_dir(dir: &Path, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()
 fn entry_from(path: Vec<u8>, meta: &Metadata) -> Result<Entry> {
     let ft = meta.file_type();
     let mode = meta.mode() & 0o7777;
-    let shown = || Path::new(std::ffi::OsStr::from_bytes(&path)).display().to_string();
+    let shown = || {
+        Path::new(std::ffi::OsStr::from_bytes(&path))
+            .display()
+            .to_string()
+    };
     let (kind, size, link) = if ft.is_symlink() {
         let target = fs::read_link(Path::new(std::ffi::OsStr::from_bytes(&path)))
             .with_context(|| format!("{}: cannot read symlink", shown()))?;
@@ -277,7 +287,10 @@ fn entry_from(path: Vec<u8>, meta: &Metadata) -> Result<Entry> {
         } else {
             "a device"
         };
-        bail!("{}: is {what}; Nix store paths hold only files, directories and symlinks", shown());
+        bail!(
+            "{}: is {what}; Nix store paths hold only files, directories and symlinks",
+            shown()
+        );
     };
     Ok(Entry {
         path,
@@ -294,11 +307,25 @@ mod tests {
 
     #[test]
     fn store_paths_must_be_inside_store_dir() {
-        assert_eq!(checked_store_path("/nix/store//abc-x/", "/nix/store").unwrap(), b"/nix/store/abc-x");
-        assert_eq!(checked_store_path("/nix/store/abc", "/nix/store/").unwrap(), b"/nix/store/abc");
-        for bad in ["/nix/store-evil/x", "/nix/store", "/etc/passwd", "/nix/store/../../etc"] {
+        assert_eq!(
+            checked_store_path("/nix/store//abc-x/", "/nix/store").unwrap(),
+            b"/nix/store/abc-x"
+        );
+        assert_eq!(
+            checked_store_path("/nix/store/abc", "/nix/store/").unwrap(),
+            b"/nix/store/abc"
+        );
+        for bad in [
+            "/nix/store-evil/x",
+            "/nix/store",
+            "/etc/passwd",
+            "/nix/store/../../etc",
+        ] {
             let err = checked_store_path(bad, "/nix/store").unwrap_err();
-            assert!(err.to_string().contains("outside store_dir"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("outside store_dir"),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -320,7 +347,10 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(seen, ["", "/A", "/a", "/a/b", "/a b", "/a-b.d", "/a-b.d/x", "/link"]);
+        assert_eq!(
+            seen,
+            ["", "/A", "/a", "/a/b", "/a b", "/a-b.d", "/a-b.d/x", "/link"]
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

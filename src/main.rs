@@ -15,6 +15,7 @@ use stream_layered_image::cli::Cli;
 use stream_layered_image::conf::Conf;
 use stream_layered_image::customisation::Customisation;
 use stream_layered_image::image::IsoTime;
+use stream_layered_image::layering;
 use stream_layered_image::output::Output;
 use stream_layered_image::stream::{self, Job, Summary};
 use stream_layered_image::tar::Owner;
@@ -51,8 +52,10 @@ fn run(cli: &Cli) -> Result<Summary> {
     let conf = Conf::load(&cli.conf)?;
     let shown = cli.conf.display();
     let now = SystemTime::now();
-    let created = IsoTime::parse(&conf.created, now).with_context(|| format!("conf {shown}: `created`"))?;
-    let mtime = IsoTime::parse(&conf.mtime, now).with_context(|| format!("conf {shown}: `mtime`"))?;
+    let created =
+        IsoTime::parse(&conf.created, now).with_context(|| format!("conf {shown}: `created`"))?;
+    let mtime =
+        IsoTime::parse(&conf.mtime, now).with_context(|| format!("conf {shown}: `mtime`"))?;
     let owner = Owner {
         uid: conf.uid.into(),
         gid: conf.gid.into(),
@@ -60,7 +63,11 @@ fn run(cli: &Cli) -> Result<Summary> {
         gname: conf.gname.clone(),
         mtime: mtime.unix_seconds(),
     };
-    let base = conf.from_image.as_deref().map(BaseImage::open).transpose()?;
+    let base = conf
+        .from_image
+        .as_deref()
+        .map(BaseImage::open)
+        .transpose()?;
     let base_count = base.as_ref().map_or(0, |b| b.layers().len());
     let store_layers = decide_layers(&conf, base_count)?;
     let customisation = Customisation::open(&conf.customisation_layer)?;
@@ -94,26 +101,18 @@ fn run(cli: &Cli) -> Result<Summary> {
 fn decide_layers(conf: &Conf, base_count: usize) -> Result<Vec<Vec<String>>> {
     match (&conf.store_layers, &conf.layering) {
         (Some(layers), _) => Ok(layers.clone()),
-        (None, Some(spec)) => layering_shim::decide(spec, &conf.store_dir, base_count),
+        (None, Some(spec)) => Ok(layering::decide(spec, &conf.store_dir, base_count)?.layers),
         (None, None) => anyhow::bail!("conf: needs `store_layers` or `layering`"),
-    }
-}
-
-/// Stand-in until the layering helper's `layering::decide` is on main.
-mod layering_shim {
-    use anyhow::{bail, Result};
-    use stream_layered_image::layering::Spec;
-
-    pub fn decide(_spec: &Spec, _store_dir: &str, _base_layers: usize) -> Result<Vec<Vec<String>>> {
-        bail!("conf: `layering` (graph-based layering) is not available in this build; use `store_layers`")
     }
 }
 
 /// A closed consumer (`docker load` failing) shows up as EPIPE somewhere in
 /// the chain, since Rust ignores SIGPIPE.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Errors are one line even when a name in them holds a newline.

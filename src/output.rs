@@ -43,22 +43,39 @@ impl Output {
     pub fn open(path: Option<&Path>, compression: Compression) -> Result<Output> {
         let (file, paths) = match path {
             None => {
-                let fd = io::stdout().as_fd().try_clone_to_owned().context("cannot use stdout")?;
+                let fd = io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("cannot use stdout")?;
                 (File::from(fd), None)
             }
             Some(target) => {
                 let tmp = temp_path(target);
-                let file = File::create(&tmp)
-                    .with_context(|| format!("output {}: cannot create {}", target.display(), tmp.display()))?;
+                let file = File::create(&tmp).with_context(|| {
+                    format!(
+                        "output {}: cannot create {}",
+                        target.display(),
+                        tmp.display()
+                    )
+                })?;
                 (file, Some((tmp, target.to_path_buf())))
             }
         };
         let sink = match compression {
             Compression::None => Sink::Plain(file),
-            Compression::Gz => Sink::Gz(flate2::GzBuilder::new().mtime(0).write(file, flate2::Compression::new(6))),
-            Compression::Zstd => Sink::Zstd(zstd::stream::write::Encoder::new(file, 3).context("cannot start zstd")?),
+            Compression::Gz => Sink::Gz(
+                flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(file, flate2::Compression::new(6)),
+            ),
+            Compression::Zstd => {
+                Sink::Zstd(zstd::stream::write::Encoder::new(file, 3).context("cannot start zstd")?)
+            }
         };
-        Ok(Output { sink: Some(sink), paths })
+        Ok(Output {
+            sink: Some(sink),
+            paths,
+        })
     }
 
     /// Finishes compression and, for `-o`, renames the file into place.
@@ -114,7 +131,10 @@ impl Drop for Output {
 
 /// `.NAME.tmp-PID` beside the target, so the rename stays on one file system.
 fn temp_path(target: &Path) -> PathBuf {
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = format!(".{name}.tmp-{}", std::process::id());
     match target.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.join(tmp),
@@ -146,7 +166,11 @@ mod tests {
         let mut o = Output::open(Some(&other), Compression::None).unwrap();
         o.write_all(b"partial").unwrap();
         drop(o);
-        assert_eq!(fs::read_dir(&d).unwrap().count(), 1, "only the committed file remains");
+        assert_eq!(
+            fs::read_dir(&d).unwrap().count(),
+            1,
+            "only the committed file remains"
+        );
         fs::remove_dir_all(&d).unwrap();
     }
 
@@ -163,7 +187,8 @@ mod tests {
         assert_eq!(bytes[0], bytes[1]);
         assert_eq!(&bytes[0][4..8], &[0, 0, 0, 0], "gzip mtime is 0");
         let mut plain = Vec::new();
-        io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[0][..]), &mut plain).unwrap();
+        io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[0][..]), &mut plain)
+            .unwrap();
         assert_eq!(plain, vec![42; 100_000]);
         fs::remove_dir_all(&d).unwrap();
     }

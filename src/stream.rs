@@ -61,7 +61,13 @@ pub fn write_image<W: Write + Send + 'static>(job: &Job, out: W) -> Result<(W, S
     let mut paths_of_new = Vec::new();
     for (k, paths) in job.store_layers.iter().enumerate() {
         let num = base_count + k + 1;
-        say(job, format_args!("Creating layer {num} from paths: {}", pyjson::repr_str_list(paths)));
+        say(
+            job,
+            format_args!(
+                "Creating layer {num} from paths: {}",
+                pyjson::repr_str_list(paths)
+            ),
+        );
         let plan = layer::plan(paths, job.store_dir, job.owner)?;
         let member = member_name(num, &taken);
         member_header(&mut aw, &member, plan.size, job.owner.mtime)?;
@@ -71,7 +77,10 @@ pub fn write_image<W: Write + Send + 'static>(job: &Job, out: W) -> Result<(W, S
         paths_of_new.push((paths.clone(), member));
     }
     let num = base_count + job.store_layers.len() + 1;
-    say(job, format_args!("Creating layer {num} with customisation..."));
+    say(
+        job,
+        format_args!("Creating layer {num} with customisation..."),
+    );
     let custom_member = member_name(num, &taken);
     write_customisation(job, &custom_member, &mut aw)?;
 
@@ -80,7 +89,11 @@ pub fn write_image<W: Write + Send + 'static>(job: &Job, out: W) -> Result<(W, S
         .split_last()
         .context("internal: customisation layer digest missing")?;
     for ((paths, member), d) in paths_of_new.into_iter().zip(store_digests) {
-        infos.push(LayerInfo { diff_id: digest::diff_id(d), paths, member });
+        infos.push(LayerInfo {
+            diff_id: digest::diff_id(d),
+            paths,
+            member,
+        });
     }
     let custom_id = digest::diff_id(custom_digest);
     if custom_id != job.customisation.diff_id {
@@ -140,13 +153,23 @@ fn member_name(num: usize, taken: &HashSet<String>) -> String {
     }
 }
 
-fn member_header<W: Write + Send + 'static>(aw: &mut ArchiveWriter<W>, name: &str, size: u64, mtime: i64) -> Result<()> {
+fn member_header<W: Write + Send + 'static>(
+    aw: &mut ArchiveWriter<W>,
+    name: &str,
+    size: u64,
+    mtime: i64,
+) -> Result<()> {
     let mut header = Vec::with_capacity(1024);
     tar::encode_plain_file_header(name, size, mtime, &mut header);
     aw.write_all(&header)
 }
 
-fn write_bytes_member<W: Write + Send + 'static>(aw: &mut ArchiveWriter<W>, name: &str, bytes: &[u8], mtime: i64) -> Result<()> {
+fn write_bytes_member<W: Write + Send + 'static>(
+    aw: &mut ArchiveWriter<W>,
+    name: &str,
+    bytes: &[u8],
+    mtime: i64,
+) -> Result<()> {
     member_header(aw, name, bytes.len() as u64, mtime)?;
     aw.write_all(bytes)?;
     aw.write_zeros(tar::padding(bytes.len() as u64))
@@ -154,14 +177,20 @@ fn write_bytes_member<W: Write + Send + 'static>(aw: &mut ArchiveWriter<W>, name
 
 /// Base layers pass through verbatim, in whatever order the base image
 /// yields them; the manifest lists them in order.
-fn write_base_layers<W: Write + Send + 'static>(job: &Job, aw: &mut ArchiveWriter<W>) -> Result<Vec<LayerInfo>> {
+fn write_base_layers<W: Write + Send + 'static>(
+    job: &Job,
+    aw: &mut ArchiveWriter<W>,
+) -> Result<Vec<LayerInfo>> {
     let Some(base) = job.base else {
         say(job, format_args!("No 'fromImage' provided"));
         return Ok(Vec::new());
     };
     let mtime = job.owner.mtime;
     base.stream_layers(&mut |i, l, reader| {
-        say(job, format_args!("Adding base layer {} from {}", i + 1, l.member));
+        say(
+            job,
+            format_args!("Adding base layer {} from {}", i + 1, l.member),
+        );
         member_header(aw, &l.member, l.size, mtime)?;
         aw.copy_exact(reader, l.size, std::path::Path::new(&l.member))?;
         aw.write_zeros(tar::padding(l.size))
@@ -179,9 +208,14 @@ fn write_base_layers<W: Write + Send + 'static>(job: &Job, aw: &mut ArchiveWrite
 
 /// The customisation layer's `layer.tar`, hashed again on the way so a
 /// file changed since it was checked cannot slip through.
-fn write_customisation<W: Write + Send + 'static>(job: &Job, member: &str, aw: &mut ArchiveWriter<W>) -> Result<()> {
+fn write_customisation<W: Write + Send + 'static>(
+    job: &Job,
+    member: &str,
+    aw: &mut ArchiveWriter<W>,
+) -> Result<()> {
     let c = job.customisation;
-    let mut f = File::open(&c.layer_tar).with_context(|| format!("customisation layer {}: cannot open", c.layer_tar.display()))?;
+    let mut f = File::open(&c.layer_tar)
+        .with_context(|| format!("customisation layer {}: cannot open", c.layer_tar.display()))?;
     member_header(aw, member, c.size, job.owner.mtime)?;
     aw.begin_hashed()?;
     aw.copy_exact(&mut f, c.size, &c.layer_tar)?;

@@ -44,7 +44,12 @@ impl IsoTime {
         if let Some(off) = self.offset_micros {
             let sign = if off < 0 { '-' } else { '+' };
             let a = off.unsigned_abs();
-            let (h, m, sec, us) = (a / 3_600_000_000, a / 60_000_000 % 60, a / 1_000_000 % 60, a % 1_000_000);
+            let (h, m, sec, us) = (
+                a / 3_600_000_000,
+                a / 60_000_000 % 60,
+                a / 1_000_000 % 60,
+                a % 1_000_000,
+            );
             s.push_str(&format!("{sign}{h:02}:{m:02}"));
             if sec != 0 || us != 0 {
                 s.push_str(&format!(":{sec:02}"));
@@ -59,7 +64,8 @@ impl IsoTime {
     /// `int(dt.timestamp())`: seconds since the epoch, truncated toward zero.
     pub fn unix_seconds(&self) -> i64 {
         let days = days_from_civil(self.year, self.month, self.day);
-        let local = ((days * 24 + i64::from(self.hour)) * 60 + i64::from(self.minute)) * 60 + i64::from(self.second);
+        let local = ((days * 24 + i64::from(self.hour)) * 60 + i64::from(self.minute)) * 60
+            + i64::from(self.second);
         let micros = local * 1_000_000 + i64::from(self.micro) - self.offset_micros.unwrap_or(0);
         micros / 1_000_000
     }
@@ -93,7 +99,10 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn digits(&mut self, n: usize) -> Result<u32> {
-        let part = self.s.get(self.i..self.i + n).filter(|p| p.iter().all(u8::is_ascii_digit));
+        let part = self
+            .s
+            .get(self.i..self.i + n)
+            .filter(|p| p.iter().all(u8::is_ascii_digit));
         let Some(part) = part else {
             bail!("expected {n} digits at position {}", self.i)
         };
@@ -128,7 +137,9 @@ impl Cursor<'_> {
         }
         let mut digits: Vec<u8> = self.s[start..self.i.min(start + 6)].to_vec();
         digits.resize(6, b'0');
-        Ok(digits.iter().fold(0, |acc, d| acc * 10 + u32::from(d - b'0')))
+        Ok(digits
+            .iter()
+            .fold(0, |acc, d| acc * 10 + u32::from(d - b'0')))
     }
 }
 
@@ -136,7 +147,10 @@ fn parse_iso(text: &str) -> Result<IsoTime> {
     if !text.is_ascii() {
         bail!("non-ASCII characters");
     }
-    let mut c = Cursor { s: text.as_bytes(), i: 0 };
+    let mut c = Cursor {
+        s: text.as_bytes(),
+        i: 0,
+    };
     let year = c.digits(4)?;
     let extended = c.eat(b'-');
     let month = c.digits(2)?;
@@ -183,8 +197,16 @@ fn parse_time(c: &mut Cursor, t: &mut IsoTime) -> Result<()> {
         c.i += 1;
         let h = i64::from(c.digits(2)?);
         let colon = c.eat(b':');
-        let m = if colon || c.peek_digit() { i64::from(c.digits(2)?) } else { 0 };
-        let s = if (colon && c.eat(b':')) || (!colon && c.peek_digit()) { i64::from(c.digits(2)?) } else { 0 };
+        let m = if colon || c.peek_digit() {
+            i64::from(c.digits(2)?)
+        } else {
+            0
+        };
+        let s = if (colon && c.eat(b':')) || (!colon && c.peek_digit()) {
+            i64::from(c.digits(2)?)
+        } else {
+            0
+        };
         let us = i64::from(c.fraction()?);
         if h >= 24 || m >= 60 || s >= 60 {
             bail!("UTC offset out of range");
@@ -196,7 +218,11 @@ fn parse_time(c: &mut Cursor, t: &mut IsoTime) -> Result<()> {
 }
 
 fn check_ranges(t: &IsoTime) -> Result<()> {
-    if t.year < 1 || !(1..=12).contains(&t.month) || t.day < 1 || t.day > days_in_month(t.year, t.month) {
+    if t.year < 1
+        || !(1..=12).contains(&t.month)
+        || t.day < 1
+        || t.day > days_in_month(t.year, t.month)
+    {
         bail!("date out of range");
     }
     if t.hour > 23 || t.minute > 59 || t.second > 59 {
@@ -251,25 +277,60 @@ mod tests {
 
     #[test]
     fn nixpkgs_default_and_offsets() {
-        assert_eq!(iso("1970-01-01T00:00:01Z"), ("1970-01-01T00:00:01+00:00".into(), 1));
+        assert_eq!(
+            iso("1970-01-01T00:00:01Z"),
+            ("1970-01-01T00:00:01+00:00".into(), 1)
+        );
         assert_eq!(iso("2024-01-02T03:04:05Z").1, 1_704_164_645);
-        assert_eq!(iso("2024-01-02T05:04:05+02:00"), ("2024-01-02T05:04:05+02:00".into(), 1_704_164_645));
-        assert_eq!(iso("2024-01-02 03:04:05.5-0130").0, "2024-01-02T03:04:05.500000-01:30");
-        assert_eq!(iso("20240102T030405"), ("2024-01-02T03:04:05".into(), 1_704_164_645));
-        assert_eq!(iso("2024-01-02"), ("2024-01-02T00:00:00".into(), 1_704_153_600));
-        assert_eq!(iso("1969-12-31T23:59:59.5Z").1, 0, "truncated toward zero like int()");
+        assert_eq!(
+            iso("2024-01-02T05:04:05+02:00"),
+            ("2024-01-02T05:04:05+02:00".into(), 1_704_164_645)
+        );
+        assert_eq!(
+            iso("2024-01-02 03:04:05.5-0130").0,
+            "2024-01-02T03:04:05.500000-01:30"
+        );
+        assert_eq!(
+            iso("20240102T030405"),
+            ("2024-01-02T03:04:05".into(), 1_704_164_645)
+        );
+        assert_eq!(
+            iso("2024-01-02"),
+            ("2024-01-02T00:00:00".into(), 1_704_153_600)
+        );
+        assert_eq!(
+            iso("1969-12-31T23:59:59.5Z").1,
+            0,
+            "truncated toward zero like int()"
+        );
     }
 
     #[test]
     fn now_has_microseconds_and_utc() {
-        let t = IsoTime::parse("now", UNIX_EPOCH + Duration::from_micros(1_704_164_645_000_123)).unwrap();
+        let t = IsoTime::parse(
+            "now",
+            UNIX_EPOCH + Duration::from_micros(1_704_164_645_000_123),
+        )
+        .unwrap();
         assert_eq!(t.isoformat(), "2024-01-02T03:04:05.000123+00:00");
-        assert!(IsoTime::parse("now", SystemTime::now()).unwrap().unix_seconds() > 1_700_000_000);
+        assert!(
+            IsoTime::parse("now", SystemTime::now())
+                .unwrap()
+                .unix_seconds()
+                > 1_700_000_000
+        );
     }
 
     #[test]
     fn bad_times_are_rejected() {
-        for bad in ["", "yesterday", "2024-13-01", "2023-02-29", "2024-01-01T25:00", "2024-01-01T10:00Zx"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2024-13-01",
+            "2023-02-29",
+            "2024-01-01T25:00",
+            "2024-01-01T10:00Zx",
+        ] {
             assert!(IsoTime::parse(bad, UNIX_EPOCH).is_err(), "{bad}");
         }
     }
