@@ -611,6 +611,30 @@ fn executable_streams_the_decided_layers() {
         .unwrap();
     assert!(status.success());
 
+    // --explain-layers prints the decision and leaves the image unchanged.
+    let explained = dir.join("image2.tar");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_stream-layered-image"))
+        .arg(dir.join("conf.json"))
+        .args(["--explain-layers", "-o"])
+        .arg(&explained)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    for want in [
+        "layer 1/2:",
+        "layer 2/2:",
+        "total: 2 store layers",
+        "30873752",
+        libc.as_str(),
+    ] {
+        assert!(stderr.contains(want), "{want:?} missing from\n{stderr}");
+    }
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&explained).unwrap()
+    );
+
     let spec: Spec = serde_json::from_value(layering).unwrap();
     let want = layering::decide(&spec, &store.to_string_lossy(), 0)
         .unwrap()
