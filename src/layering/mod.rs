@@ -154,6 +154,10 @@ pub fn layer_budget(max_layers: usize, base_layers: usize) -> Result<usize> {
 /// also prints [`Decision::explain`] to stderr.
 pub fn decide(spec: &Spec, store_dir: &str, base_layers: usize) -> Result<Decision> {
     let pipeline = load_pipeline(spec.pipeline.as_ref())?;
+    if pipeline.is_none() {
+        // nixpkgs fails on the budget before it looks at the graph.
+        layer_budget(spec.max_layers, base_layers)?;
+    }
     let shown = spec.graph.display();
     let entries = crate::nix::load_graph(&spec.graph)?;
     let graph = Graph::from_entries(entries, store_dir)
@@ -207,6 +211,12 @@ pub fn decide_graph(
     let exclude: HashSet<u32> = exclude_paths.iter().filter_map(|p| g.index_of(p)).collect();
     let mut d = match steps {
         None => decide_auto(g, &exclude, layer_budget(max_layers, base_layers)?),
+        // make-layers.nix returns [] without running the pipeline when there
+        // are no closure roots (includeStorePaths = false).
+        Some(_) if g.is_empty() => Decision {
+            summary: "layeringPipeline: the graph is empty, so there are no store layers.".into(),
+            ..Decision::default()
+        },
         Some(steps) => decide_pipeline(g, &exclude, steps)?,
     };
     let placed: HashSet<&str> = d.layers.iter().flatten().map(String::as_str).collect();
@@ -341,6 +351,23 @@ mod tests {
         let missing = serde_json::json!("/nonexistent/pipeline.json");
         let e = format!("{:#}", load_pipeline(Some(&missing)).unwrap_err());
         assert!(e.contains("/nonexistent/pipeline.json"), "{e}");
+    }
+
+    #[test]
+    fn empty_graph_gives_no_layers() {
+        let g = Graph::default();
+        let steps = pipeline::parse(&serde_json::json!([])).unwrap();
+        // Even the empty pipeline, which fails on a non-empty graph.
+        assert!(decide_graph(&g, &[], 100, 0, Some(&steps))
+            .unwrap()
+            .layers
+            .is_empty());
+        assert!(decide_graph(&g, &[], 100, 0, None)
+            .unwrap()
+            .layers
+            .is_empty());
+        // The budget is still checked, as auto-layer.nix does.
+        assert!(decide_graph(&g, &[], 2, 1, None).is_err());
     }
 
     #[test]
