@@ -182,14 +182,21 @@ fn build_layers(g: &Graph, sets: &[Vec<u32>], label_of: &[u32]) -> Vec<AutoLayer
             let closure = reach(paths.iter().copied(), |v| g.refs(v), &mut marks);
             AutoLayer {
                 id,
-                layer_size: paths.iter().map(|&v| g.nar_size(v)).sum(),
-                closure_size: closure.iter().map(|&v| g.nar_size(v)).sum(),
+                layer_size: total_size(g, &paths),
+                closure_size: total_size(g, &closure),
                 paths,
             }
         })
         .collect();
     layers.sort_by_key(|l| l.closure_size); // stable: ties keep set order
     layers
+}
+
+/// Sum of NAR sizes; saturating, so absurd sizes in a graph cannot overflow.
+fn total_size(g: &Graph, paths: &[u32]) -> u64 {
+    paths
+        .iter()
+        .fold(0u64, |acc, &v| acc.saturating_add(g.nar_size(v)))
 }
 
 #[cfg(test)]
@@ -251,6 +258,13 @@ mod tests {
         assert_eq!(r.layers[0].paths.len(), 2);
         assert!(r.primaries.is_empty());
         assert_eq!(r.stopped_at.map(|(_, n)| n), Some(2));
+    }
+
+    #[test]
+    fn absurd_sizes_do_not_overflow() {
+        let g = graph(&[("app", u64::MAX, &["lib"]), ("lib", u64::MAX, &[])]);
+        let r = auto_layer(&g, 1);
+        assert_eq!(r.layers[0].closure_size, u64::MAX);
     }
 
     #[test]

@@ -80,8 +80,8 @@ impl Decision {
         let mut total = 0u64;
         for (i, paths) in self.layers.iter().enumerate() {
             let sizes = &self.nar_sizes[i];
-            let size: u64 = sizes.iter().sum();
-            total += size;
+            let size = sizes.iter().fold(0u64, |a, &b| a.saturating_add(b));
+            total = total.saturating_add(size);
             let _ = writeln!(
                 out,
                 "layer {}/{count}: {} in {} path{}: {}",
