@@ -94,16 +94,93 @@ impl Conf {
 
     /// Parses conf bytes and checks what serde cannot.
     pub fn parse(bytes: &[u8]) -> Result<Conf> {
-        let conf: Conf = serde_json::from_slice(bytes)?;
-        if !conf.config.is_object() {
-            bail!("`config` must be a JSON object");
-        }
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).context("is not valid JSON")?;
+        check_shape(&value)?;
+        let conf: Conf = serde_json::from_value(value)?;
         match (&conf.store_layers, &conf.layering) {
             (None, None) => bail!("needs `store_layers` or `layering`"),
             (Some(_), Some(_)) => bail!("has both `store_layers` and `layering`; give one"),
             _ => {}
         }
         Ok(conf)
+    }
+}
+
+/// What a field's JSON must look like.
+#[derive(Clone, Copy)]
+enum Shape {
+    Text,
+    OptText,
+    Id,
+    Object,
+    OptObject,
+    OptLayers,
+}
+
+/// The conf's fields and shapes, checked before serde so that a wrong type
+/// is reported by field name (serde's own message would not name it).
+const FIELDS: &[(&str, Shape)] = &[
+    ("store_dir", Shape::Text),
+    ("from_image", Shape::OptText),
+    ("store_layers", Shape::OptLayers),
+    ("layering", Shape::OptObject),
+    ("customisation_layer", Shape::Text),
+    ("repo_tag", Shape::Text),
+    ("created", Shape::Text),
+    ("mtime", Shape::Text),
+    ("uid", Shape::Id),
+    ("gid", Shape::Id),
+    ("uname", Shape::Text),
+    ("gname", Shape::Text),
+    ("architecture", Shape::Text),
+    ("variant", Shape::OptText),
+    ("os", Shape::Text),
+    ("config", Shape::Object),
+];
+
+fn check_shape(value: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    let Some(obj) = value.as_object() else {
+        bail!("must be a JSON object, not {}", brief(value));
+    };
+    for (key, shape) in FIELDS {
+        let Some(v) = obj.get(*key) else { continue };
+        let (ok, wanted) = match shape {
+            Shape::Text => (v.is_string(), "a string"),
+            Shape::OptText => (v.is_string() || v.is_null(), "a string or null"),
+            Shape::Object => (v.is_object(), "a JSON object"),
+            Shape::OptObject => (v.is_object() || v.is_null(), "a JSON object or null"),
+            Shape::Id => (
+                v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX))
+                    || v.as_str().is_some_and(|s| s.trim().parse::<u32>().is_ok()),
+                "a number or numeric string (0..4294967295)",
+            ),
+            Shape::OptLayers => (
+                v.is_null()
+                    || v.as_array().is_some_and(|layers| {
+                        layers.iter().all(|l| {
+                            l.as_array()
+                                .is_some_and(|ps| ps.iter().all(Value::is_string))
+                        })
+                    }),
+                "a list of lists of store paths",
+            ),
+        };
+        if !ok {
+            bail!("`{key}` must be {wanted}, not {}", brief(v));
+        }
+    }
+    Ok(())
+}
+
+/// A JSON value shortened for an error message.
+fn brief(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text
     }
 }
 
@@ -136,6 +213,29 @@ mod tests {
     fn bad_uid_is_named() {
         let s = minimal(r#", "store_layers": []"#).replace(r#""1000""#, r#""x""#);
         let err = Conf::parse(s.as_bytes()).unwrap_err();
-        assert!(format!("{err:#}").contains("numeric"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("`gid` must be a number or numeric string"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        for (field, bad) in [
+            ("uid", "[1]"),
+            ("uname", "5"),
+            ("store_layers", "[[1]]"),
+            ("config", "[]"),
+            ("uid", "-1"),
+        ] {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&minimal(r#", "store_layers": []"#)).unwrap();
+            v[field] = serde_json::from_str(bad).unwrap();
+            let err = Conf::parse(v.to_string().as_bytes()).unwrap_err();
+            assert!(
+                format!("{err:#}").contains(&format!("`{field}` must be")),
+                "{field}: {err:#}"
+            );
+        }
     }
 }

@@ -253,6 +253,22 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
     }
 }
 
+/// On an error path the pipeline is dropped unfinished: wait for the
+/// threads so the output is dropped too (removing a partial `-o` file)
+/// before the process exits.
+impl<W: Write + Send + 'static> Drop for ArchiveWriter<W> {
+    fn drop(&mut self) {
+        self.current = None;
+        self.to_hasher = None;
+        if let Some(h) = self.hasher.take() {
+            let _ = h.join();
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
 fn hash_stage(rx: Receiver<Msg>, to_writer: SyncSender<Chunk>) -> Vec<Sha> {
     let mut digests = Vec::new();
     let mut hasher = Sha256::new();

@@ -1,0 +1,395 @@
+//! Synthetic Nix stores for the bench: deterministic names and bytes,
+//! generated once and cached under a stamp.
+//!
+//! Three shapes, each a stress the issue names: many small files, a few
+//! files of hundreds of MB, and hundreds of store paths layered the way
+//! nixpkgs' popularity layering leaves them for `maxLayers = 100` (98
+//! single-path layers, one layer holding the rest, the customisation layer).
+//! Each store comes with a conf.json in nixpkgs' `store_layers` form.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Bump when the generator's output changes, so stale caches are rebuilt.
+const GENERATOR_VERSION: u32 = 1;
+
+/// One entry inside a store path.
+#[derive(Debug)]
+enum Entry {
+    File { rel: String, size: u64, exec: bool },
+    Symlink { rel: String, target: String },
+}
+
+/// One store path: `<hash>-<name>` and what it holds.
+#[derive(Debug)]
+struct StorePath {
+    name: String,
+    entries: Vec<Entry>,
+}
+
+/// A whole synthetic store: its paths and how they are layered.
+#[derive(Debug)]
+struct Spec {
+    paths: Vec<StorePath>,
+    /// Indices into `paths`, one list per layer.
+    layers: Vec<Vec<usize>>,
+}
+
+/// A store ready on disk.
+pub struct Store {
+    pub name: &'static str,
+    pub store_dir: PathBuf,
+    pub conf: PathBuf,
+    pub files: u64,
+    pub bytes: u64,
+    pub paths: usize,
+    pub layers: usize,
+}
+
+/// The stores the bench runs, in order.
+pub const KINDS: [&str; 3] = ["small-files", "big-files", "many-paths"];
+
+/// Builds (or reuses from `cache`) the store `kind`.
+pub fn prepare(kind: &'static str, quick: bool, cache: &Path) -> io::Result<Store> {
+    let spec = match kind {
+        "small-files" => small_files(quick),
+        "big-files" => big_files(quick),
+        "many-paths" => many_paths(quick),
+        _ => return Err(io::Error::other(format!("unknown store kind {kind}"))),
+    };
+    let root = cache.join(if quick {
+        format!("{kind}-quick")
+    } else {
+        kind.to_owned()
+    });
+    let store_dir = root.join("store");
+    let stamp = stamp_of(&spec);
+    let stamp_file = root.join("stamp");
+    let names: Vec<PathBuf> = spec
+        .paths
+        .iter()
+        .map(|p| store_dir.join(format!("{}-{}", nix_hash(&p.name), p.name)))
+        .collect();
+    if fs::read_to_string(&stamp_file).ok().as_deref() != Some(stamp.as_str()) {
+        eprintln!(
+            "bench: generating store {} (cached for later runs)",
+            root.display()
+        );
+        if root.exists() {
+            fs::remove_dir_all(&root)?;
+        }
+        for (path, dir) in spec.paths.iter().zip(&names) {
+            write_store_path(path, dir)?;
+        }
+        let customisation = root.join("customisation");
+        write_customisation(&customisation)?;
+        // Written last: an interrupted generation is redone next time.
+        fs::write(&stamp_file, &stamp)?;
+    }
+    let conf = root.join("conf.json");
+    write_conf(
+        kind,
+        &spec,
+        &names,
+        &store_dir,
+        &root.join("customisation"),
+        &conf,
+    )?;
+    let (files, bytes) = totals(&spec);
+    Ok(Store {
+        name: kind,
+        store_dir,
+        conf,
+        files,
+        bytes,
+        paths: spec.paths.len(),
+        layers: spec.layers.len(),
+    })
+}
+
+/// Tens of thousands of small files (0 B to 64 KiB, most under 8 KiB, as in
+/// real store paths), 100 per directory, one layer per store path.
+fn small_files(quick: bool) -> Spec {
+    let (npaths, per_path) = if quick { (4, 1_000) } else { (16, 2_500) };
+    let mut rng = Rng::new(0x5a11);
+    let paths: Vec<StorePath> = (0..npaths)
+        .map(|p| StorePath {
+            name: format!("small-{p:02}"),
+            entries: (0..per_path)
+                .map(|i| Entry::File {
+                    rel: format!("share/d{:03}/f{:03}.txt", i / 100, i % 100),
+                    size: small_size(&mut rng),
+                    exec: false,
+                })
+                .collect(),
+        })
+        .collect();
+    let layers = (0..npaths).map(|p| vec![p]).collect();
+    Spec { paths, layers }
+}
+
+fn small_size(rng: &mut Rng) -> u64 {
+    match rng.below(100) {
+        0..=49 => rng.below(1024),
+        50..=89 => 1024 + rng.below(7 * 1024),
+        _ => 8 * 1024 + rng.below(56 * 1024),
+    }
+}
+
+/// A few files of hundreds of MB in two layers, one of them shared with a
+/// small store path.
+fn big_files(quick: bool) -> Spec {
+    const MIB: u64 = 1024 * 1024;
+    let scale = if quick { MIB / 10 } else { MIB };
+    let file = |rel: &str, mib: u64| Entry::File {
+        rel: rel.to_owned(),
+        size: mib * scale + 12_345,
+        exec: false,
+    };
+    let paths = vec![
+        StorePath {
+            name: "blob-a".into(),
+            entries: vec![file("data/a.bin", 400)],
+        },
+        StorePath {
+            name: "blob-b".into(),
+            entries: vec![file("data/b.bin", 300), file("data/c.bin", 200)],
+        },
+        StorePath {
+            name: "blob-meta".into(),
+            entries: vec![
+                Entry::File {
+                    rel: "share/README".into(),
+                    size: 1000,
+                    exec: false,
+                },
+                Entry::Symlink {
+                    rel: "share/README.txt".into(),
+                    target: "README".into(),
+                },
+            ],
+        },
+    ];
+    Spec {
+        paths,
+        layers: vec![vec![0], vec![1, 2]],
+    }
+}
+
+/// Hundreds of package-like store paths (a binary, a shared library with
+/// its symlink, headers, docs), 98 single-path layers and one for the rest.
+fn many_paths(quick: bool) -> Spec {
+    let (npaths, singles) = if quick { (120, 19) } else { (600, 98) };
+    let mut rng = Rng::new(0x9a75);
+    let paths: Vec<StorePath> = (0..npaths).map(|i| package(i, &mut rng)).collect();
+    let mut layers: Vec<Vec<usize>> = (0..singles).map(|i| vec![i]).collect();
+    layers.push((singles..npaths).collect());
+    Spec { paths, layers }
+}
+
+fn package(i: usize, rng: &mut Rng) -> StorePath {
+    let file = |rel: String, size: u64, exec: bool| Entry::File { rel, size, exec };
+    let mut entries = vec![
+        file(
+            format!("bin/prog{i}"),
+            8 * 1024 + rng.below(120 * 1024),
+            true,
+        ),
+        file(
+            format!("lib/libp{i}.so.1"),
+            16 * 1024 + rng.below(496 * 1024),
+            true,
+        ),
+        Entry::Symlink {
+            rel: format!("lib/libp{i}.so"),
+            target: format!("libp{i}.so.1"),
+        },
+        file("share/doc/README".into(), 1024 + rng.below(3 * 1024), false),
+        file(
+            format!("share/man/man1/prog{i}.1"),
+            2048 + rng.below(6 * 1024),
+            false,
+        ),
+    ];
+    for h in 0..rng.below(12) {
+        entries.push(file(
+            format!("include/p{i}/h{h}.h"),
+            512 + rng.below(3584),
+            false,
+        ));
+    }
+    StorePath {
+        name: format!("pkg{i:04}-1.{}", i % 7),
+        entries,
+    }
+}
+
+/// Files and bytes the floor reads (symlinks excluded, as `find -type f`).
+fn totals(spec: &Spec) -> (u64, u64) {
+    let sizes = spec
+        .paths
+        .iter()
+        .flat_map(|p| &p.entries)
+        .filter_map(|e| match e {
+            Entry::File { size, .. } => Some(*size),
+            Entry::Symlink { .. } => None,
+        });
+    sizes.fold((0, 0), |(n, b), s| (n + 1, b + s))
+}
+
+/// The spec's fingerprint: regenerate whenever any name, size or layer moves.
+fn stamp_of(spec: &Spec) -> String {
+    let digest = Sha256::digest(format!("v{GENERATOR_VERSION} {spec:?}"));
+    hex(&digest)
+}
+
+fn write_store_path(path: &StorePath, dir: &Path) -> io::Result<()> {
+    let mut buf = Vec::new();
+    for entry in &path.entries {
+        match entry {
+            Entry::File { rel, size, exec } => {
+                let file = dir.join(rel);
+                make_parent(&file)?;
+                let mut rng = Rng::new(fnv(format!("{}/{rel}", path.name).as_bytes()));
+                write_file(&file, *size, *exec, &mut rng, &mut buf)?;
+            }
+            Entry::Symlink { rel, target } => {
+                let link = dir.join(rel);
+                make_parent(&link)?;
+                std::os::unix::fs::symlink(target, &link)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn make_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(parent) => fs::create_dir_all(parent),
+        None => Ok(()),
+    }
+}
+
+/// Writes `size` pseudo-random (incompressible) bytes in 1 MiB chunks.
+fn write_file(
+    path: &Path,
+    size: u64,
+    exec: bool,
+    rng: &mut Rng,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = io::BufWriter::new(fs::File::create(path)?);
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(1 << 20) as usize;
+        rng.fill(buf, n);
+        out.write_all(buf)?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    let mode = if exec { 0o555 } else { 0o444 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+/// An empty customisation layer in nixpkgs' form: `layer.tar` (an empty
+/// archive padded to tar's 10 KiB record) and `checksum` (its sha256).
+fn write_customisation(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let tar = vec![0u8; 10_240];
+    fs::write(dir.join("layer.tar"), &tar)?;
+    fs::write(dir.join("checksum"), hex(&Sha256::digest(&tar)))
+}
+
+fn write_conf(
+    kind: &str,
+    spec: &Spec,
+    names: &[PathBuf],
+    store_dir: &Path,
+    customisation: &Path,
+    conf: &Path,
+) -> io::Result<()> {
+    let store_layers: Vec<Vec<String>> = spec
+        .layers
+        .iter()
+        .map(|layer| {
+            layer
+                .iter()
+                .map(|&i| names[i].display().to_string())
+                .collect()
+        })
+        .collect();
+    let value = serde_json::json!({
+        "store_dir": store_dir.display().to_string(),
+        "from_image": null,
+        "store_layers": store_layers,
+        "customisation_layer": customisation.display().to_string(),
+        "repo_tag": format!("sli-bench-{kind}:latest"),
+        "created": "1970-01-01T00:00:01Z",
+        "mtime": "1970-01-01T00:00:01Z",
+        "uid": 0,
+        "gid": 0,
+        "uname": "root",
+        "gname": "root",
+        "architecture": "amd64",
+        "config": { "Cmd": ["/bin/sh"] },
+    });
+    let text = serde_json::to_string_pretty(&value).map_err(io::Error::other)?;
+    fs::write(conf, text)
+}
+
+/// A 32-character Nix-base32 hash part derived from the name.
+fn nix_hash(name: &str) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+    let mut rng = Rng::new(fnv(name.as_bytes()));
+    (0..32)
+        .map(|_| ALPHABET[rng.below(32) as usize] as char)
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// FNV-1a, to seed per-file generators from their names.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// splitmix64: fast, deterministic, good enough for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn fill(&mut self, buf: &mut Vec<u8>, n: usize) {
+        buf.clear();
+        while buf.len() < n {
+            buf.extend_from_slice(&self.next().to_le_bytes());
+        }
+        buf.truncate(n);
+    }
+}

@@ -1,0 +1,626 @@
+//! Interop: the images we stream are accepted by the tools users feed them
+//! to (issue 2, item 10) — `docker load` + `docker run`, `podman load`,
+//! `skopeo inspect`/`copy`, and `umoci unpack` of the copied OCI image.
+//!
+//! The fixture is the smallest runnable Nix-style image: a store path holding
+//! Debian's static busybox, a second store path with a script, a long
+//! (PAX-named) file and a UTF-8 name, and a customisation layer in nixpkgs'
+//! form (`layer.tar` + `checksum`) that adds `/bin/sh` → busybox. The conf is
+//! nixpkgs' `store_layers` form, as `streamLayeredImage` writes it.
+//!
+//! Tools that are missing (no docker daemon, no podman, …) make their test
+//! print a loud `SKIPPED (…)` line on stderr, past the test harness's
+//! capture, and pass. `SLI_EXE=PATH` runs the same checks against another
+//! streamer.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const BUSYBOX: &str = "/bin/busybox";
+const BUSYBOX_PATH: &str = "0c8bq2v4kjxj1gwzrxl5bzvmsc8yw3jx-busybox-static-1.35.0";
+const HELLO_PATH: &str = "1d5s3v7h0kxbh2f9zq1n4m8c6p0w2r7y-hello-script-1.0";
+/// Over 100 bytes once under the store directory: tar needs PAX `path`.
+const LONG_NAME: &str = "share/a-directory-name-long-enough-that-ustar-cannot-hold-it/\
+                         and-a-file-name-that-makes-sure-of-it.txt";
+const LONG_TEXT: &str = "long names survive\n";
+const UTF8_NAME: &str = "share/grüße-ünïcödé.txt";
+
+// ---------------------------------------------------------------------------
+// Tests
+
+/// The archive is a well-formed docker-archive whose content checks out:
+/// each `rootfs.diff_ids` entry is the sha256 of its `layer.tar`, and the
+/// tag is the conf's. (Outer member names are free: docker, podman and skopeo
+/// follow `manifest.json`, so the streamer may name layers before hashing.)
+#[test]
+fn archive_is_content_addressed() {
+    let Some(fx) = Fixture::build("archive") else {
+        return;
+    };
+    let archive = fx.stream_to_memory();
+    let image = Image::parse(&archive);
+    assert_eq!(image.repo_tags, vec![fx.tag.clone()]);
+    // Two store layers and the customisation layer, in conf order.
+    assert_eq!(image.layers.len(), 3, "layers: {:?}", image.layer_names);
+    assert_eq!(image.diff_ids.len(), 3, "diff_ids: {:?}", image.diff_ids);
+    for (i, bytes) in image.layers.iter().enumerate() {
+        let digest = sha256_hex(bytes);
+        assert_eq!(image.diff_ids[i], format!("sha256:{digest}"), "layer {i}");
+    }
+    let custom = fs::read(fx.root.join("customisation/layer.tar")).unwrap();
+    assert_eq!(
+        image.layers[2], custom,
+        "customisation layer is copied verbatim"
+    );
+    fx.cleanup();
+}
+
+/// `exe conf -t TAG | docker load` (the wrapper's `-t` overrides the conf's
+/// tag, as in nixpkgs) loads the image under TAG with our config's sha256 as
+/// its ID and our diff_ids, and it runs: `/bin/sh` from
+/// the customisation layer, busybox from the store layer, `Cmd` and `Env`
+/// from the conf, long and UTF-8 names intact.
+#[test]
+fn docker_loads_and_runs() {
+    if !tool_works("docker", &["info"]) {
+        skipped("docker_loads_and_runs", "no docker daemon");
+        return;
+    }
+    let Some(fx) = Fixture::build("docker") else {
+        return;
+    };
+    let tag = fx.tag.replace(":t", "-cli:t");
+    let _rmi = Cleanup(vec![
+        "docker".into(),
+        "rmi".into(),
+        "-f".into(),
+        tag.clone(),
+    ]);
+    let (archive, loaded) = fx.stream_into(&["-t", &tag], Command::new("docker").arg("load"));
+    assert!(
+        loaded.contains(&format!("Loaded image: {tag}")),
+        "docker load said: {loaded}"
+    );
+    let image = Image::parse(&archive);
+    assert_eq!(image.repo_tags, vec![tag.clone()], "-t overrides the tag");
+    let id = run(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", &tag]));
+    assert_eq!(id.trim(), format!("sha256:{}", image.id()), "image ID");
+    let layers = run(Command::new("docker").args([
+        "image",
+        "inspect",
+        "-f",
+        "{{json .RootFS.Layers}}",
+        &tag,
+    ]));
+    assert_eq!(json(&layers), Value::from(image.diff_ids.clone()));
+
+    let docker_run = |args: &[&str]| {
+        run(Command::new("docker")
+            .args(["run", "--rm", "--network=none", &tag])
+            .args(args))
+    };
+    assert_eq!(docker_run(&["/bin/sh", "-c", "echo ok"]), "ok\n");
+    assert_eq!(
+        docker_run(&[]),
+        "cmd-ok hello-env\n",
+        "Cmd and Env from conf"
+    );
+    let hello = format!("{}/{HELLO_PATH}/bin/hello", fx.store_dir.display());
+    assert_eq!(docker_run(&[&hello]), "hello from the store\n");
+    let long = format!("{}/{HELLO_PATH}/{LONG_NAME}", fx.store_dir.display());
+    assert_eq!(
+        docker_run(&["/bin/sh", "-c", &format!("cat '{long}'")]),
+        LONG_TEXT
+    );
+    let utf8 = format!("{}/{HELLO_PATH}/{UTF8_NAME}", fx.store_dir.display());
+    assert_eq!(
+        docker_run(&["/bin/sh", "-c", &format!("cat '{utf8}'")]),
+        "utf-8\n"
+    );
+    fx.cleanup();
+}
+
+/// `podman load` accepts the archive and keeps our image ID and diff_ids.
+#[test]
+fn podman_loads() {
+    if !tool_works("podman", &["--version"]) {
+        skipped("podman_loads", "no podman");
+        return;
+    }
+    let Some(fx) = Fixture::build("podman") else {
+        return;
+    };
+    let archive_path = fx.root.join("image.tar");
+    fs::write(&archive_path, fx.stream_to_memory()).unwrap();
+    let image = Image::parse(&fs::read(&archive_path).unwrap());
+    let out = run(Command::new("podman")
+        .arg("load")
+        .arg("-i")
+        .arg(&archive_path));
+    // podman qualifies the name (`localhost/…` or `docker.io/library/…`).
+    let loaded = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .map(|s| s.split(',').next().unwrap_or(s).trim().to_owned())
+        .unwrap_or_else(|| panic!("podman load printed no image name: {out}"));
+    let _rmi = Cleanup(vec![
+        "podman".into(),
+        "rmi".into(),
+        "-f".into(),
+        loaded.clone(),
+    ]);
+    assert!(
+        loaded.ends_with(&fx.tag),
+        "podman loaded {loaded}, want {}",
+        fx.tag
+    );
+    let id = run(Command::new("podman").args(["image", "inspect", "--format", "{{.Id}}", &loaded]));
+    assert_eq!(id.trim(), image.id(), "image ID");
+    let layers = run(Command::new("podman").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RootFS.Layers}}",
+        &loaded,
+    ]));
+    assert_eq!(json(&layers), Value::from(image.diff_ids.clone()));
+    fx.cleanup();
+}
+
+/// `skopeo inspect docker-archive:` reports our layers (count and digests),
+/// and its raw config is byte-identical to ours.
+#[test]
+fn skopeo_inspects() {
+    if !tool_works("skopeo", &["--version"]) {
+        skipped("skopeo_inspects", "no skopeo");
+        return;
+    }
+    let Some(fx) = Fixture::build("skopeo") else {
+        return;
+    };
+    let archive_path = fx.root.join("image.tar");
+    fs::write(&archive_path, fx.stream_to_memory()).unwrap();
+    let image = Image::parse(&fs::read(&archive_path).unwrap());
+    let transport = format!("docker-archive:{}", archive_path.display());
+    let info = json(&run(Command::new("skopeo").args(["inspect", &transport])));
+    assert_eq!(
+        info["Layers"],
+        Value::from(image.diff_ids.clone()),
+        "{info}"
+    );
+    assert_eq!(info["Architecture"], Value::from(host_architecture()));
+    assert_eq!(info["Env"], serde_json::json!(["GREETING=hello-env"]));
+    let raw = run_bytes(Command::new("skopeo").args(["inspect", "--raw", "--config", &transport]));
+    assert_eq!(sha256_hex(&raw), image.id(), "skopeo's raw config is ours");
+    fx.cleanup();
+}
+
+/// `skopeo copy` to an OCI layout, then `umoci unpack`: a third tar reader
+/// (Go's) extracts the same files, links and modes we put in.
+#[test]
+fn skopeo_copy_then_umoci_unpack() {
+    for tool in ["skopeo", "umoci"] {
+        if !tool_works(tool, &["--version"]) {
+            skipped("skopeo_copy_then_umoci_unpack", &format!("no {tool}"));
+            return;
+        }
+    }
+    let Some(fx) = Fixture::build("umoci") else {
+        return;
+    };
+    let archive_path = fx.root.join("image.tar");
+    fs::write(&archive_path, fx.stream_to_memory()).unwrap();
+    let oci = fx.root.join("oci");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        &format!("docker-archive:{}", archive_path.display()),
+        &format!("oci:{}:latest", oci.display()),
+    ]));
+    let bundle = fx.root.join("bundle");
+    let mut unpack = Command::new("umoci");
+    unpack.arg("unpack");
+    if !is_root() {
+        unpack.arg("--rootless");
+    }
+    run(unpack
+        .arg("--image")
+        .arg(format!("{}:latest", oci.display()))
+        .arg(&bundle));
+    let rootfs = bundle.join("rootfs");
+    let in_root = |p: &Path| rootfs.join(p.strip_prefix("/").unwrap());
+    let busybox = in_root(&fx.store_dir.join(BUSYBOX_PATH).join("bin/busybox"));
+    assert_eq!(fs::read(&busybox).unwrap(), fs::read(BUSYBOX).unwrap());
+    assert_eq!(
+        fs::read_link(rootfs.join("bin/sh")).unwrap(),
+        fx.store_dir.join(BUSYBOX_PATH).join("bin/busybox")
+    );
+    let hello = in_root(&fx.store_dir.join(HELLO_PATH));
+    assert_eq!(mode(&hello.join("bin/hello")), 0o555);
+    assert_eq!(
+        fs::read_link(hello.join("bin/greet")).unwrap(),
+        Path::new("hello")
+    );
+    assert_eq!(
+        fs::read_to_string(hello.join(LONG_NAME)).unwrap(),
+        LONG_TEXT
+    );
+    assert_eq!(
+        fs::read_to_string(hello.join(UTF8_NAME)).unwrap(),
+        "utf-8\n"
+    );
+    // Hard links are copied as regular files (nixpkgs does the same).
+    assert_eq!(
+        fs::read_to_string(hello.join("share/copy.txt")).unwrap(),
+        "shared\n"
+    );
+    fx.cleanup();
+}
+
+// ---------------------------------------------------------------------------
+// The fixture
+
+/// A store, customisation layer and conf under a per-test directory.
+struct Fixture {
+    root: PathBuf,
+    store_dir: PathBuf,
+    conf: PathBuf,
+    tag: String,
+}
+
+impl Fixture {
+    /// Builds the fixture, or returns None (after a loud SKIPPED line) when
+    /// no static busybox is installed.
+    fn build(test: &str) -> Option<Fixture> {
+        match static_busybox() {
+            Ok(()) => {}
+            Err(why) => {
+                skipped(test, &why);
+                return None;
+            }
+        }
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("interop-{test}-{}", std::process::id()));
+        if root.exists() {
+            fs::remove_dir_all(&root).unwrap();
+        }
+        let store_dir = root.join("store");
+        write_busybox_path(&store_dir.join(BUSYBOX_PATH));
+        write_hello_path(&store_dir.join(HELLO_PATH));
+        let custom = root.join("customisation");
+        write_customisation(&custom, &store_dir.join(BUSYBOX_PATH).join("bin/busybox"));
+        let tag = format!("sli-interop-{test}-{}:t{}", std::process::id(), nanos());
+        let conf = root.join("conf.json");
+        let value = serde_json::json!({
+            "store_dir": store_dir,
+            "from_image": null,
+            "store_layers": [[store_dir.join(BUSYBOX_PATH)], [store_dir.join(HELLO_PATH)]],
+            "customisation_layer": custom,
+            "repo_tag": tag,
+            "created": "1970-01-01T00:00:01Z",
+            "mtime": "1970-01-01T00:00:01Z",
+            "uid": 0,
+            "gid": 0,
+            "uname": "root",
+            "gname": "root",
+            "architecture": host_architecture(),
+            "config": {
+                "Cmd": ["/bin/sh", "-c", "echo cmd-ok $GREETING"],
+                "Env": ["GREETING=hello-env"],
+            },
+        });
+        fs::write(&conf, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+        Some(Fixture {
+            root,
+            store_dir,
+            conf,
+            tag,
+        })
+    }
+
+    fn streamer(&self) -> Command {
+        let mut cmd = Command::new(exe());
+        cmd.arg(&self.conf)
+            .stdin(Stdio::null())
+            .stderr(fs::File::create(self.root.join("stderr")).unwrap());
+        cmd
+    }
+
+    /// Streams the image to memory (it is a few MB).
+    fn stream_to_memory(&self) -> Vec<u8> {
+        let out = self.streamer().output().unwrap();
+        self.check_streamed(out.status);
+        out.stdout
+    }
+
+    /// Streams the image (with extra streamer `args`) through a pipe into
+    /// `sink` (e.g. `docker load`), keeping a copy; returns the copy and `sink`'s stdout and stderr.
+    fn stream_into(&self, args: &[&str], sink: &mut Command) -> (Vec<u8>, String) {
+        let mut streamer = self
+            .streamer()
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut child = sink
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut from = streamer.stdout.take().unwrap();
+        let mut to = child.stdin.take().unwrap();
+        let mut copy = Vec::new();
+        let mut buf = vec![0; 1 << 16];
+        loop {
+            let n = from.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            to.write_all(&buf[..n]).unwrap();
+            copy.extend_from_slice(&buf[..n]);
+        }
+        drop(to);
+        self.check_streamed(streamer.wait().unwrap());
+        let out = child.wait_with_output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{sink:?} failed: {said}");
+        (copy, said)
+    }
+
+    fn check_streamed(&self, status: std::process::ExitStatus) {
+        let stderr = fs::read_to_string(self.root.join("stderr")).unwrap_or_default();
+        assert!(
+            status.success(),
+            "{} {} failed ({status}):\n{stderr}",
+            exe().display(),
+            self.conf.display()
+        );
+    }
+
+    /// Removes the fixture; only on success, so a failure leaves it to read.
+    fn cleanup(self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+fn write_busybox_path(path: &Path) {
+    fs::create_dir_all(path.join("bin")).unwrap();
+    fs::copy(BUSYBOX, path.join("bin/busybox")).unwrap();
+    set_mode(&path.join("bin/busybox"), 0o555);
+}
+
+fn write_hello_path(path: &Path) {
+    let file = |rel: &str, text: &str, mode: u32| {
+        let p = path.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        set_mode(&p, mode);
+    };
+    file("bin/hello", "#!/bin/sh\necho hello from the store\n", 0o555);
+    std::os::unix::fs::symlink("hello", path.join("bin/greet")).unwrap();
+    file(LONG_NAME, LONG_TEXT, 0o444);
+    file(UTF8_NAME, "utf-8\n", 0o444);
+    file("share/original.txt", "shared\n", 0o444);
+    fs::hard_link(path.join("share/original.txt"), path.join("share/copy.txt")).unwrap();
+}
+
+/// nixpkgs' customisation layer: `layer.tar` (here `/bin/sh` → busybox in
+/// the store) and `checksum`, the sha256 hex of `layer.tar`.
+fn write_customisation(dir: &Path, busybox: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    let mut tar = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, mode: u32| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_mtime(1);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(0);
+        h
+    };
+    let mut dir_header = header(tar::EntryType::Directory, 0o755);
+    tar.append_data(&mut dir_header, "bin/", io::empty())
+        .unwrap();
+    let mut link_header = header(tar::EntryType::Symlink, 0o777);
+    tar.append_link(&mut link_header, "bin/sh", busybox)
+        .unwrap();
+    let bytes = tar.into_inner().unwrap();
+    fs::write(dir.join("layer.tar"), &bytes).unwrap();
+    fs::write(dir.join("checksum"), sha256_hex(&bytes)).unwrap();
+}
+
+/// Debian's busybox-static installs `/bin/busybox`; a dynamically linked
+/// busybox would not run in an image without libc.
+fn static_busybox() -> Result<(), String> {
+    let elf =
+        fs::read(BUSYBOX).map_err(|e| format!("no {BUSYBOX} ({e}); install busybox-static"))?;
+    if has_interpreter(&elf) {
+        return Err(format!(
+            "{BUSYBOX} is dynamically linked; install busybox-static"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a 64-bit little-endian ELF file has a PT_INTERP program header,
+/// i.e. needs a dynamic loader.
+fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+    };
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return true;
+    };
+    (0..count).any(|i| elf.get(phoff + i * size..phoff + i * size + 4) == Some(&[3, 0, 0, 0]))
+}
+
+// ---------------------------------------------------------------------------
+// Reading our archive
+
+/// The parts of a docker-archive the checks need.
+struct Image {
+    config: Vec<u8>,
+    repo_tags: Vec<String>,
+    layer_names: Vec<String>,
+    layers: Vec<Vec<u8>>,
+    diff_ids: Vec<String>,
+}
+
+impl Image {
+    fn parse(archive: &[u8]) -> Image {
+        let mut members = BTreeMap::new();
+        let mut tar = tar::Archive::new(archive);
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            members.insert(name, bytes);
+        }
+        let member = |name: &str| {
+            members
+                .get(name)
+                .unwrap_or_else(|| panic!("archive has no {name}; it has {:?}", members.keys()))
+                .clone()
+        };
+        let manifest: Value = serde_json::from_slice(&member("manifest.json")).unwrap();
+        let strings = |v: &Value| -> Vec<String> {
+            let list = v.as_array().unwrap_or_else(|| panic!("not a list: {v}"));
+            list.iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let config_name = manifest[0]["Config"].as_str().unwrap().to_owned();
+        let config = member(&config_name);
+        let parsed: Value = serde_json::from_slice(&config).unwrap();
+        let layer_names = strings(&manifest[0]["Layers"]);
+        Image {
+            layers: layer_names.iter().map(|n| member(n)).collect(),
+            layer_names,
+            repo_tags: strings(&manifest[0]["RepoTags"]),
+            diff_ids: strings(&parsed["rootfs"]["diff_ids"]),
+            config,
+        }
+    }
+
+    /// The image ID: the sha256 of the config bytes.
+    fn id(&self) -> String {
+        sha256_hex(&self.config)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+/// The streamer under test.
+fn exe() -> PathBuf {
+    std::env::var_os("SLI_EXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stream-layered-image")))
+}
+
+/// Prints past libtest's capture (which only takes `print!`/`eprint!`), so
+/// a skip is seen in a normal `cargo test` run.
+fn skipped(test: &str, why: &str) {
+    let _ = writeln!(io::stderr(), "\n*** {test}: SKIPPED ({why}) ***");
+}
+
+fn tool_works(tool: &str, args: &[&str]) -> bool {
+    Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn run(cmd: &mut Command) -> String {
+    String::from_utf8(run_bytes(cmd)).unwrap()
+}
+
+fn run_bytes(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs a command when dropped, even when the test panics (image removal).
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.0[0])
+            .args(&self.0[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The OCI architecture of this machine, so the image runs here.
+fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn is_root() -> bool {
+    run(Command::new("id").arg("-u")).trim() == "0"
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
