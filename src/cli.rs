@@ -70,6 +70,12 @@ pub struct Cli {
     /// Print no progress lines on stderr (errors are still printed).
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// Print on stderr, per store layer, its paths with their NAR sizes and
+    /// why they were grouped, then a total (as `debug = true` in Nix); for
+    /// tuning maxLayers. Applies when the conf has `layering`.
+    #[arg(long)]
+    pub explain_layers: bool,
 }
 
 #[cfg(test)]

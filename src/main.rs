@@ -69,7 +69,7 @@ fn run(cli: &Cli) -> Result<Summary> {
         .map(BaseImage::open)
         .transpose()?;
     let base_count = base.as_ref().map_or(0, |b| b.layers().len());
-    let store_layers = decide_layers(&conf, base_count)?;
+    let store_layers = decide_layers(&conf, base_count, cli.explain_layers)?;
     let customisation = Customisation::open(&conf.customisation_layer)?;
     let config = match &base {
         Some(b) => merge_config(&b.config()["config"], &conf.config),
@@ -100,10 +100,16 @@ fn run(cli: &Cli) -> Result<Summary> {
 }
 
 /// The store layers: the conf's `store_layers`, or decided from the graph.
-fn decide_layers(conf: &Conf, base_count: usize) -> Result<Vec<Vec<String>>> {
+fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Vec<Vec<String>>> {
     match (&conf.store_layers, &conf.layering) {
         (Some(layers), _) => Ok(layers.clone()),
-        (None, Some(spec)) => Ok(layering::decide(spec, &conf.store_dir, base_count)?.layers),
+        (None, Some(spec)) => {
+            let spec = layering::Spec {
+                debug: spec.debug || explain,
+                ..spec.clone()
+            };
+            Ok(layering::decide(&spec, &conf.store_dir, base_count)?.layers)
+        }
         (None, None) => anyhow::bail!("conf: needs `store_layers` or `layering`"),
     }
 }

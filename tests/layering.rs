@@ -555,8 +555,135 @@ fn explain_lists_every_layer_path_size_and_total() {
     );
     for p in strings(&v["exclude_paths"]) {
         assert!(
-            text.contains(&format!("in no layer: ")) && text.contains(&p),
+            text.contains("in no layer: ") && text.contains(&p),
             "{text}"
         );
+    }
+}
+
+/// The executable layers a graph-based conf with decide(): each store layer
+/// of the streamed image holds exactly the paths decide() put there.
+#[test]
+fn executable_streams_the_decided_layers() {
+    use std::io::Read;
+    let dir = tempdir("e2e");
+    let store = dir.join("store");
+    let path = |hash: char, name: &str| {
+        format!("{}/{}-{name}", store.display(), hash.to_string().repeat(32))
+    };
+    let (app, lib, libc, base, custom) = (
+        path('a', "app-1.0"),
+        path('b', "libfoo-2.1"),
+        path('c', "glibc-2.40"),
+        path('d', "app-base.json"),
+        path('e', "app-customisation-layer"),
+    );
+    for p in [&app, &lib, &libc] {
+        std::fs::create_dir_all(format!("{p}/lib")).unwrap();
+        std::fs::write(format!("{p}/lib/file"), p.as_bytes()).unwrap();
+    }
+    std::fs::write(&base, "{}").unwrap();
+    std::fs::create_dir_all(&custom).unwrap();
+    let graph = serde_json::json!([
+        {"path": app, "narSize": 77000, "references": [app, lib]},
+        {"path": lib, "narSize": 1203000, "references": [lib, libc]},
+        {"path": libc, "narSize": 30873752, "references": [libc]},
+        {"path": base, "narSize": 1200, "references": [app]},
+        {"path": custom, "narSize": 20480, "references": [app]},
+    ]);
+    std::fs::write(dir.join("graph.json"), graph.to_string()).unwrap();
+    let layering = serde_json::json!({
+        "graph": dir.join("graph.json"), "exclude_paths": [base, custom], "max_layers": 3, "pipeline": null
+    });
+    let conf = serde_json::json!({
+        "store_dir": store, "from_image": null, "layering": layering,
+        "customisation_layer": vector_dir().join("../customisation"),
+        "repo_tag": "layered:test", "created": "1970-01-01T00:00:01Z", "mtime": "1970-01-01T00:00:01Z",
+        "uid": 0, "gid": 0, "uname": "root", "gname": "root", "architecture": "amd64", "config": {}
+    });
+    std::fs::write(dir.join("conf.json"), conf.to_string()).unwrap();
+    let out = dir.join("image.tar");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_stream-layered-image"))
+        .arg(dir.join("conf.json"))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // --explain-layers prints the decision and leaves the image unchanged.
+    let explained = dir.join("image2.tar");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_stream-layered-image"))
+        .arg(dir.join("conf.json"))
+        .args(["--explain-layers", "-o"])
+        .arg(&explained)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    for want in [
+        "layer 1/2:",
+        "layer 2/2:",
+        "total: 2 store layers",
+        "30873752",
+        libc.as_str(),
+    ] {
+        assert!(stderr.contains(want), "{want:?} missing from\n{stderr}");
+    }
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&explained).unwrap()
+    );
+
+    let spec: Spec = serde_json::from_value(layering).unwrap();
+    let want = layering::decide(&spec, &store.to_string_lossy(), 0)
+        .unwrap()
+        .layers;
+    assert_eq!(
+        want.len(),
+        2,
+        "maxLayers 3 leaves two store layers: {want:?}"
+    );
+
+    // Outer archive: manifest.json names the layer members in order.
+    let mut members = std::collections::HashMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        members.insert(name, bytes);
+    }
+    let manifest: Value = serde_json::from_slice(&members["manifest.json"]).unwrap();
+    let layer_names = strings(&manifest[0]["Layers"]);
+    assert_eq!(
+        layer_names.len(),
+        want.len() + 1,
+        "store layers + customisation layer"
+    );
+    for (i, wanted) in want.iter().enumerate() {
+        let mut inner = tar::Archive::new(&members[&layer_names[i]][..]);
+        let mut found: Vec<String> = Vec::new();
+        for entry in inner.entries().unwrap() {
+            let name = format!(
+                "/{}",
+                entry
+                    .unwrap()
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .trim_start_matches('/')
+            );
+            for p in [&app, &lib, &libc, &base, &custom] {
+                if name.starts_with(p.as_str()) && !found.contains(p) {
+                    found.push(p.clone());
+                }
+            }
+        }
+        found.sort();
+        let mut wanted = wanted.clone();
+        wanted.sort();
+        assert_eq!(found, wanted, "layer {i}");
     }
 }

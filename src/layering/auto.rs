@@ -54,15 +54,42 @@ pub fn path_key(path: &str) -> (&str, &str) {
     }
 }
 
-/// Interned labels with reference counts.
+/// Interned labels with reference counts, and per-trial scratch space
+/// indexed by label id (so a trial needs no hashing per path).
 struct Labels {
     sets: Vec<Vec<u32>>,
     ids: HashMap<Vec<u32>, u32>,
     count: Vec<usize>,
     distinct: usize,
+    /// The trial that last saw this label on a dependency.
+    seen: Vec<u32>,
+    /// What a dependency's label becomes in that trial.
+    new_of: Vec<u32>,
+    /// How many dependencies carry this label in that trial.
+    moved: Vec<usize>,
+    /// Change of `count` in the trial that last set `delta_seen`.
+    delta: Vec<i64>,
+    delta_seen: Vec<u32>,
 }
 
 impl Labels {
+    fn new(paths: usize) -> Labels {
+        let mut labels = Labels {
+            sets: Vec::new(),
+            ids: HashMap::new(),
+            count: Vec::new(),
+            distinct: usize::from(paths > 0),
+            seen: Vec::new(),
+            new_of: Vec::new(),
+            moved: Vec::new(),
+            delta: Vec::new(),
+            delta_seen: Vec::new(),
+        };
+        let empty = labels.intern(Vec::new());
+        labels.count[empty as usize] = paths;
+        labels
+    }
+
     fn intern(&mut self, set: Vec<u32>) -> u32 {
         if let Some(&id) = self.ids.get(&set) {
             return id;
@@ -71,69 +98,93 @@ impl Labels {
         self.sets.push(set.clone());
         self.ids.insert(set, id);
         self.count.push(0);
+        self.seen.push(0);
+        self.new_of.push(0);
+        self.moved.push(0);
+        self.delta.push(0);
+        self.delta_seen.push(0);
         id
     }
+
+    /// Adds `by` to label `id`'s pending count change in `trial`.
+    fn bump(&mut self, id: u32, by: i64, trial: u32, changed: &mut Vec<u32>) {
+        let i = id as usize;
+        if self.delta_seen[i] != trial {
+            self.delta_seen[i] = trial;
+            self.delta[i] = 0;
+            changed.push(id);
+        }
+        self.delta[i] += by;
+    }
+}
+
+/// A dependency's label in the trial for primary `p`: it loses p's users,
+/// then gains p unless a member is still one of p's dependencies.
+fn relabelled(old: &[u32], p: u32, users: &Marks, deps: &Marks) -> Vec<u32> {
+    let mut set: Vec<u32> = old.iter().copied().filter(|&m| !users.is_set(m)).collect();
+    if !set.iter().any(|&m| m != p && deps.is_set(m)) {
+        if let Err(at) = set.binary_search(&p) {
+            set.insert(at, p);
+        }
+    }
+    set
 }
 
 /// Runs auto-layer on the whole graph with `limit` layers (limit ≥ 1).
 pub fn auto_layer(g: &Graph, limit: usize) -> AutoResult {
     let n = g.len();
-    let mut labels = Labels {
-        sets: vec![Vec::new()],
-        ids: HashMap::from([(Vec::new(), 0)]),
-        count: vec![n],
-        distinct: usize::from(n > 0),
-    };
+    let mut labels = Labels::new(n);
     let mut label_of = vec![0u32; n];
     let mut candidates: Vec<u32> = (0..n as u32).collect();
     candidates.sort_by_key(|&v| g.nar_size(v)); // stable: path order among equals
     let (mut deps_marks, mut users_marks) = (Marks::new(n), Marks::new(n));
     let mut primaries = Vec::new();
     let mut stopped_at = None;
-    for &p in candidates.iter().rev() {
+    for (trial, &p) in (1u32..).zip(candidates.iter().rev()) {
+        // reach() includes p itself first; p is neither its own user nor dependency.
         let deps = reach([p], |v| g.refs(v), &mut deps_marks);
-        let _users = reach([p], |v| g.users(v), &mut users_marks);
-        let mut changes: Vec<(u32, u32)> = Vec::with_capacity(deps.len());
-        changes.push((p, labels.intern(vec![p])));
-        let mut relabel: HashMap<u32, u32> = HashMap::new();
+        reach([p], |v| g.users(v), &mut users_marks);
+        let mut touched: Vec<u32> = Vec::new();
         for &d in &deps[1..] {
             let old = label_of[d as usize];
-            let new = *relabel.entry(old).or_insert_with(|| {
-                let mut set: Vec<u32> = labels.sets[old as usize]
-                    .iter()
-                    .copied()
-                    .filter(|&m| m == p || !users_marks.is_set(m))
-                    .collect();
-                if !set.iter().any(|&m| m != p && deps_marks.is_set(m)) {
-                    if let Err(at) = set.binary_search(&p) {
-                        set.insert(at, p);
-                    }
-                }
-                labels.intern(set)
-            });
-            changes.push((d, new));
+            if labels.seen[old as usize] != trial {
+                labels.seen[old as usize] = trial;
+                labels.moved[old as usize] = 0;
+                let set = relabelled(&labels.sets[old as usize], p, &users_marks, &deps_marks);
+                let new = labels.intern(set);
+                labels.new_of[old as usize] = new;
+                touched.push(old);
+            }
+            labels.moved[old as usize] += 1;
         }
-        let mut delta: HashMap<u32, i64> = HashMap::new();
-        for &(v, new) in &changes {
-            *delta.entry(label_of[v as usize]).or_default() -= 1;
-            *delta.entry(new).or_default() += 1;
+        let own = labels.intern(vec![p]);
+        let mut changed = Vec::new();
+        labels.bump(label_of[p as usize], -1, trial, &mut changed);
+        labels.bump(own, 1, trial, &mut changed);
+        for &old in &touched {
+            let moved = labels.moved[old as usize] as i64;
+            let new = labels.new_of[old as usize];
+            labels.bump(old, -moved, trial, &mut changed);
+            labels.bump(new, moved, trial, &mut changed);
         }
         let mut distinct = labels.distinct as i64;
-        for (&id, &d) in &delta {
+        for &id in &changed {
             let before = labels.count[id as usize] as i64;
-            distinct += i64::from(before + d > 0) - i64::from(before > 0);
+            distinct += i64::from(before + labels.delta[id as usize] > 0) - i64::from(before > 0);
         }
         if distinct as usize > limit {
             stopped_at = Some((p, distinct as usize));
             break;
         }
-        for (id, d) in delta {
-            labels.count[id as usize] = (labels.count[id as usize] as i64 + d) as usize;
+        for &id in &changed {
+            let c = &mut labels.count[id as usize];
+            *c = (*c as i64 + labels.delta[id as usize]) as usize;
         }
         labels.distinct = distinct as usize;
-        for (v, new) in changes {
-            label_of[v as usize] = new;
+        for &d in &deps[1..] {
+            label_of[d as usize] = labels.new_of[label_of[d as usize] as usize];
         }
+        label_of[p as usize] = own;
         primaries.push(p);
     }
     AutoResult {
@@ -182,14 +233,21 @@ fn build_layers(g: &Graph, sets: &[Vec<u32>], label_of: &[u32]) -> Vec<AutoLayer
             let closure = reach(paths.iter().copied(), |v| g.refs(v), &mut marks);
             AutoLayer {
                 id,
-                layer_size: paths.iter().map(|&v| g.nar_size(v)).sum(),
-                closure_size: closure.iter().map(|&v| g.nar_size(v)).sum(),
+                layer_size: total_size(g, &paths),
+                closure_size: total_size(g, &closure),
                 paths,
             }
         })
         .collect();
     layers.sort_by_key(|l| l.closure_size); // stable: ties keep set order
     layers
+}
+
+/// Sum of NAR sizes; saturating, so absurd sizes in a graph cannot overflow.
+fn total_size(g: &Graph, paths: &[u32]) -> u64 {
+    paths
+        .iter()
+        .fold(0u64, |acc, &v| acc.saturating_add(g.nar_size(v)))
 }
 
 #[cfg(test)]
@@ -251,6 +309,14 @@ mod tests {
         assert_eq!(r.layers[0].paths.len(), 2);
         assert!(r.primaries.is_empty());
         assert_eq!(r.stopped_at.map(|(_, n)| n), Some(2));
+    }
+
+    #[test]
+    fn absurd_sizes_do_not_overflow() {
+        // The graph rejects totals over 2^64; right at the limit is fine.
+        let g = graph(&[("app", u64::MAX - 1, &["lib"]), ("lib", 1, &[])]);
+        let r = auto_layer(&g, 1);
+        assert_eq!(r.layers[0].closure_size, u64::MAX);
     }
 
     #[test]

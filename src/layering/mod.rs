@@ -80,8 +80,8 @@ impl Decision {
         let mut total = 0u64;
         for (i, paths) in self.layers.iter().enumerate() {
             let sizes = &self.nar_sizes[i];
-            let size: u64 = sizes.iter().sum();
-            total += size;
+            let size = sizes.iter().fold(0u64, |a, &b| a.saturating_add(b));
+            total = total.saturating_add(size);
             let _ = writeln!(
                 out,
                 "layer {}/{count}: {} in {} path{}: {}",
@@ -154,6 +154,10 @@ pub fn layer_budget(max_layers: usize, base_layers: usize) -> Result<usize> {
 /// also prints [`Decision::explain`] to stderr.
 pub fn decide(spec: &Spec, store_dir: &str, base_layers: usize) -> Result<Decision> {
     let pipeline = load_pipeline(spec.pipeline.as_ref())?;
+    if pipeline.is_none() {
+        // nixpkgs fails on the budget before it looks at the graph.
+        layer_budget(spec.max_layers, base_layers)?;
+    }
     let shown = spec.graph.display();
     let entries = crate::nix::load_graph(&spec.graph)?;
     let graph = Graph::from_entries(entries, store_dir)
@@ -181,21 +185,19 @@ pub fn load_pipeline(value: Option<&serde_json::Value>) -> Result<Option<Vec<pip
     let Some(value) = value else {
         return Ok(None);
     };
-    let read;
-    let (json, from) = match value {
+    match value {
         serde_json::Value::String(file) => {
             let bytes = std::fs::read(file)
                 .with_context(|| format!("layeringPipeline file {file}: cannot read"))?;
-            read = serde_json::from_slice::<serde_json::Value>(&bytes)
+            let json = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .with_context(|| format!("layeringPipeline file {file}: invalid JSON"))?;
-            (&read, format!(" (from {file})"))
+            pipeline::parse(&json)
+                .map(Some)
+                .with_context(|| format!("file {file}"))
         }
-        serde_json::Value::Null => return Ok(None),
-        inline => (inline, String::new()),
-    };
-    pipeline::parse(json)
-        .map(Some)
-        .with_context(|| format!("layeringPipeline{from}"))
+        serde_json::Value::Null => Ok(None),
+        inline => pipeline::parse(inline).map(Some),
+    }
 }
 
 /// [`decide`] on a loaded graph.
@@ -209,6 +211,12 @@ pub fn decide_graph(
     let exclude: HashSet<u32> = exclude_paths.iter().filter_map(|p| g.index_of(p)).collect();
     let mut d = match steps {
         None => decide_auto(g, &exclude, layer_budget(max_layers, base_layers)?),
+        // make-layers.nix returns [] without running the pipeline when there
+        // are no closure roots (includeStorePaths = false).
+        Some(_) if g.is_empty() => Decision {
+            summary: "layeringPipeline: the graph is empty, so there are no store layers.".into(),
+            ..Decision::default()
+        },
         Some(steps) => decide_pipeline(g, &exclude, steps)?,
     };
     let placed: HashSet<&str> = d.layers.iter().flatten().map(String::as_str).collect();
@@ -265,7 +273,7 @@ fn decide_auto(g: &Graph, exclude: &HashSet<u32>, limit: usize) -> Decision {
         }
         let names: Vec<&str> = layer.id.iter().map(|&p| short_name(g.path(p))).collect();
         let reason = match names[..] {
-            [] => "the rest: paths that no primary path depends on".to_owned(),
+            [] => "the rest: paths that no primary path depends on (a larger maxLayers splits it further)".to_owned(),
             [one] => format!(
                 "primary path {one} (one of the largest), with the dependencies only it uses; closure {}",
                 human(layer.closure_size)
@@ -343,6 +351,23 @@ mod tests {
         let missing = serde_json::json!("/nonexistent/pipeline.json");
         let e = format!("{:#}", load_pipeline(Some(&missing)).unwrap_err());
         assert!(e.contains("/nonexistent/pipeline.json"), "{e}");
+    }
+
+    #[test]
+    fn empty_graph_gives_no_layers() {
+        let g = Graph::default();
+        let steps = pipeline::parse(&serde_json::json!([])).unwrap();
+        // Even the empty pipeline, which fails on a non-empty graph.
+        assert!(decide_graph(&g, &[], 100, 0, Some(&steps))
+            .unwrap()
+            .layers
+            .is_empty());
+        assert!(decide_graph(&g, &[], 100, 0, None)
+            .unwrap()
+            .layers
+            .is_empty());
+        // The budget is still checked, as auto-layer.nix does.
+        assert!(decide_graph(&g, &[], 2, 1, None).is_err());
     }
 
     #[test]

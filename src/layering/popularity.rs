@@ -8,8 +8,8 @@
 //! of P(u) over v and every u that reaches v. We compute P in topological
 //! order and the sums by walking each vertex's referrers, so depth costs
 //! no stack. The numbers grow exponentially with depth (a 100-rung ladder
-//! needs 71 bits), so they are exact big integers; a u128 fast path is used
-//! when the total provably fits.
+//! needs 71 bits), so they are exact: P is a big integer, and the sums use
+//! fixed-width limbs wide enough for the sum of all P.
 //!
 //! Order: popularity descending, ties by ascending byte order of nixpkgs'
 //! `package_name` key, the text after the first `-`, then `-`, then the text
@@ -25,6 +25,14 @@ use crate::graph::{reach, topological_order, Marks};
 /// referrer to reference, no self-loops, no duplicates). `name` names a
 /// vertex for the error on a cycle.
 pub fn popularity(children: &[Vec<u32>], name: impl Fn(u32) -> String) -> Result<Vec<BigUint>> {
+    popularity_with(children, name, BITSET_MAX_PATHS)
+}
+
+fn popularity_with(
+    children: &[Vec<u32>],
+    name: impl Fn(u32) -> String,
+    bitset_max_paths: usize,
+) -> Result<Vec<BigUint>> {
     let order = match topological_order(children) {
         Ok(order) => order,
         Err(v) => bail!("reference cycle through {}", name(v)),
@@ -36,42 +44,118 @@ pub fn popularity(children: &[Vec<u32>], name: impl Fn(u32) -> String) -> Result
             parents[c as usize].push(v as u32);
         }
     }
-    if let Some(p) = path_counts_u128(&order, &parents) {
-        if p.iter()
-            .try_fold(0u128, |acc, x| acc.checked_add(*x))
-            .is_some()
-        {
-            return Ok(sum_over_ancestors(&parents, &p, 0u128, |a, b| *a += *b)
-                .into_iter()
-                .map(BigUint::from)
-                .collect());
+    let p = path_counts(&order, &parents);
+    // Every popularity is at most the sum of all P, so that many limbs hold
+    // every sum without overflow: in-place additions, no allocation. Each P
+    // is stored with only its significant limbs, so small counts stay cheap
+    // even when the bottom of a deep graph needs thousands of bits.
+    let total: BigUint = p.iter().sum();
+    let limbs = usize::try_from(total.bits().div_ceil(64))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let mut offsets = Vec::with_capacity(n + 1);
+    let mut flat: Vec<u64> = Vec::new();
+    offsets.push(0);
+    for x in &p {
+        flat.extend(x.to_u64_digits());
+        offsets.push(flat.len());
+    }
+    let sum_over = |members: &mut dyn Iterator<Item = u32>| {
+        let mut sum = vec![0u64; limbs];
+        for u in members {
+            let u = u as usize;
+            add_limbs(&mut sum, &flat[offsets[u]..offsets[u + 1]]);
         }
+        from_limbs(&sum)
+    };
+    if n <= bitset_max_paths {
+        let ancestors = ancestor_bitsets(&order, &parents);
+        let words = n.div_ceil(64);
+        return Ok((0..n)
+            .into_par_iter()
+            .map(|v| sum_over(&mut set_bits(&ancestors[v * words..(v + 1) * words])))
+            .collect());
     }
-    let p = path_counts_big(&order, &parents);
-    Ok(sum_over_ancestors(
-        &parents,
-        &p,
-        BigUint::default(),
-        |a, b| *a += b,
-    ))
+    Ok((0..n as u32)
+        .into_par_iter()
+        .map_init(
+            || Marks::new(n),
+            |marks, v| sum_over(&mut reach([v], |x| &parents[x as usize], marks).into_iter()),
+        )
+        .collect())
 }
 
-/// P(u) in u128, or None on overflow.
-fn path_counts_u128(order: &[u32], parents: &[Vec<u32>]) -> Option<Vec<u128>> {
-    let mut p = vec![0u128; parents.len()];
+/// Up to this many paths, ancestor sets are kept as bitsets (n²/8 bytes:
+/// 128 MiB at the limit), which is much faster than walking each vertex's
+/// referrers; above it, each set is walked on its own in O(n) memory.
+const BITSET_MAX_PATHS: usize = 32_768;
+
+/// Row v: the bitset of v and every vertex that reaches v.
+fn ancestor_bitsets(order: &[u32], parents: &[Vec<u32>]) -> Vec<u64> {
+    let n = parents.len();
+    let words = n.div_ceil(64);
+    let mut rows = vec![0u64; n * words];
+    let mut row = vec![0u64; words];
     for &v in order {
-        let ps = &parents[v as usize];
-        p[v as usize] = if ps.is_empty() {
-            1
-        } else {
-            ps.iter()
-                .try_fold(0u128, |acc, &u| acc.checked_add(p[u as usize]))?
-        };
+        let v = v as usize;
+        row.iter_mut().for_each(|w| *w = 0);
+        for &p in &parents[v] {
+            let p = p as usize;
+            for (w, &x) in row.iter_mut().zip(&rows[p * words..(p + 1) * words]) {
+                *w |= x;
+            }
+        }
+        row[v / 64] |= 1 << (v % 64);
+        rows[v * words..(v + 1) * words].copy_from_slice(&row);
     }
-    Some(p)
+    rows
 }
 
-fn path_counts_big(order: &[u32], parents: &[Vec<u32>]) -> Vec<BigUint> {
+fn set_bits(words: &[u64]) -> impl Iterator<Item = u32> + '_ {
+    words.iter().enumerate().flat_map(|(i, &w)| {
+        let mut w = w;
+        std::iter::from_fn(move || {
+            if w == 0 {
+                return None;
+            }
+            let bit = w.trailing_zeros();
+            w &= w - 1;
+            Some(i as u32 * 64 + bit)
+        })
+    })
+}
+
+/// `acc += x` in little-endian limbs, `x` no longer than `acc`; the caller
+/// sized `acc` so the result fits.
+fn add_limbs(acc: &mut [u64], x: &[u64]) {
+    let mut carry = false;
+    for (a, &b) in acc.iter_mut().zip(x) {
+        let (s1, c1) = a.overflowing_add(b);
+        let (s2, c2) = s1.overflowing_add(u64::from(carry));
+        *a = s2;
+        carry = c1 || c2;
+    }
+    for a in acc.iter_mut().skip(x.len()) {
+        if !carry {
+            break;
+        }
+        let (s, c) = a.overflowing_add(1);
+        *a = s;
+        carry = c;
+    }
+}
+
+fn from_limbs(limbs: &[u64]) -> BigUint {
+    BigUint::new(
+        limbs
+            .iter()
+            .flat_map(|&l| [l as u32, (l >> 32) as u32])
+            .collect(),
+    )
+}
+
+/// P(u): the number of distinct paths from any root to u (1 for a root).
+fn path_counts(order: &[u32], parents: &[Vec<u32>]) -> Vec<BigUint> {
     let mut p = vec![BigUint::default(); parents.len()];
     for &v in order {
         let ps = &parents[v as usize];
@@ -82,28 +166,6 @@ fn path_counts_big(order: &[u32], parents: &[Vec<u32>]) -> Vec<BigUint> {
         p[v as usize] = sum;
     }
     p
-}
-
-/// For every v, the sum of `p[u]` over u = v and all ancestors of v.
-fn sum_over_ancestors<T: Clone + Send + Sync>(
-    parents: &[Vec<u32>],
-    p: &[T],
-    zero: T,
-    add: impl Fn(&mut T, &T) + Sync,
-) -> Vec<T> {
-    (0..parents.len() as u32)
-        .into_par_iter()
-        .map_init(
-            || Marks::new(parents.len()),
-            |marks, v| {
-                let mut sum = zero.clone();
-                for u in reach([v], |x| &parents[x as usize], marks) {
-                    add(&mut sum, &p[u as usize]);
-                }
-                sum
-            },
-        )
-        .collect()
 }
 
 /// nixpkgs' `package_name` tie-break key: `name-…` + `-` + `/nix/store/hash`.
@@ -180,6 +242,31 @@ mod tests {
         }
         expected += BigUint::from(2u8).pow(rungs as u32 - 1);
         assert_eq!(bottom, &expected);
+    }
+
+    #[test]
+    fn bitsets_and_walks_agree() {
+        // A pseudo-random DAG of 300 vertices, edges only to later ones.
+        let mut x = 12345u64;
+        let ch: Vec<Vec<u32>> = (0..300u32)
+            .map(|i| {
+                let mut out: Vec<u32> = (i + 1..300)
+                    .filter(|&j| {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        // i+1 and i+2 always: Fibonacci path counts, > 64 bits.
+                        x >> 60 == 0 || j <= i + 2
+                    })
+                    .collect();
+                out.dedup();
+                out
+            })
+            .collect();
+        let a = popularity_with(&ch, |v| v.to_string(), usize::MAX).unwrap();
+        let b = popularity_with(&ch, |v| v.to_string(), 0).unwrap();
+        assert_eq!(a, b);
+        assert!(a.iter().any(|p| p.bits() > 64), "exercise multi-limb sums");
     }
 
     #[test]

@@ -122,11 +122,9 @@ fn insert(table: &mut [Option<usize>], hashes: &[i64], item: usize) {
         } else {
             0
         };
-        for j in i..=i + probes {
-            if table[j].is_none() {
-                table[j] = Some(item);
-                return;
-            }
+        if let Some(slot) = table[i..=i + probes].iter_mut().find(|s| s.is_none()) {
+            *slot = Some(item);
+            return;
         }
         perturb >>= PERTURB_SHIFT;
         i = (i
