@@ -71,6 +71,14 @@ echo "# building the flake's example with the stand-in as the nixpkgs input"
     && ok "nix build .#example --override-input nixpkgs path:tests/nixpkgs-standin" \
     || fail "flake example" "$(tail -n 5 "$work/flake.log")"
 
+echo "# a user's flake (tests/nix/consumer) taking this one as an input: lib and overlay"
+(cd "$repo" && nix build "${nix_opts[@]}" ./tests/nix/consumer#default ./tests/nix/consumer#overlay \
+    --no-write-lock-file --override-input nixpkgs "path:$standin" \
+    --override-input stream-layered-image "git+file://$repo" \
+    -o "$work/consumer" 2>"$work/consumer.log") \
+    && ok "a consumer flake builds images through lib and overlays.default" \
+    || fail "consumer flake" "$(grep -v '^warning\|^•\|^    ' "$work/consumer.log" | tail -n 5)"
+
 (cd "$repo" && nix flake check --no-build "${nix_opts[@]}" --no-write-lock-file \
     --override-input nixpkgs "path:$standin" 2>"$work/flake-check.log") \
     && ok "nix flake check (evaluation of packages, overlay, checks)" \
@@ -115,6 +123,16 @@ expect "-t other:tag retags at stream time" "sli-e2e-retagged:other" "$ref"
 a=$("$(q example path)" 2>/dev/null | sha256sum)
 b=$("$(q example path)" 2>/dev/null | sha256sum)
 expect "streaming twice gives the same bytes" "$a" "$b"
+
+# --- the consumer flake's images -------------------------------------------
+for r in "$work/consumer" "$work/consumer-1"; do
+    ref=$("$r" 2>/dev/null | docker load | sed -n 's/^Loaded image: //p')
+    echo "$ref=$(run "$ref")"
+done | sort >"$work/consumer.out"
+loaded+=(sli-e2e-consumer:lib sli-e2e-consumer:overlay) # the loop ran in a subshell
+expect "consumer flake images load and run" \
+    "sli-e2e-consumer:lib=Hello, world!;sli-e2e-consumer:overlay=Hello, world!" \
+    "$(paste -sd ';' "$work/consumer.out")"
 
 # --- more store paths than maxLayers = 2 ---------------------------------
 ref=$(load many-paths)
