@@ -46,13 +46,13 @@ fi
 
 echo "# building the test images (one nix-build, sandbox on, stand-in nixpkgs)"
 if ! nix-build "${nix_opts[@]}" -I nixpkgs="$standin" "$repo/tests/nix/images.nix" \
-    -A index -A getexe -o "$work/result" >/dev/null 2>"$work/build.log"; then
+    -A index -A getexe -A sandboxed -o "$work/result" >/dev/null 2>"$work/build.log"; then
     cat "$work/build.log" >&2
     echo "FAIL nix build of the test images"
     exit 1
 fi
 index="$work/result"
-ok "nix build of every test image"
+ok "nix build of every test image, in the sandbox"
 
 echo "# rebuilding with --check: the customisation layers (extraCommands,"
 echo "# fakeRootCommands, the Nix database), the conf and the compressed tarballs"
