@@ -172,6 +172,9 @@ env=$(docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$ref"
 expect "Env inherited from fromImage, the child winning" "CHILD=1 FROM_BASE=1 SHARED=child " "$env"
 expect "fromImage child runs" "Hello, world!" "$(run "$ref")"
 
+ref=$(load from-gz-image)
+expect "a gzip'd buildLayeredImage works as fromImage" "Hello, world! 1" "$(run "$ref" | tr '\n' ' ' | sed 's/ $//')"
+
 # --- a store path that is a symlink stays a symlink ------------------------
 ref=$(load symlink-store-path)
 expect "a symlinked store path stays a symlink" "$(q storeSymlink target)" "$(run "$ref")"

@@ -62,6 +62,19 @@ let
       config.Cmd = [ "/bin/hello" ];
     };
 
+    # The usual nixpkgs pattern: a gzip'd buildLayeredImage as the base.
+    from-gz-image = streamLayeredImage {
+      name = "sli-e2e-from-gz-image";
+      tag = "latest";
+      fromImage = buildLayeredImage {
+        name = "sli-e2e-base-gz";
+        contents = [ pkgs.busybox ];
+        config.Env = [ "FROM_BASE=1" ];
+      };
+      contents = [ pkgs.hello ];
+      config.Cmd = [ "/bin/sh" "-c" "hello && echo $FROM_BASE" ];
+    };
+
     symlink-store-path = streamLayeredImage {
       name = "sli-e2e-symlink";
       tag = "latest";
