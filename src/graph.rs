@@ -32,6 +32,16 @@ impl Graph {
     /// `store_dir`, listed once, and that every reference is in the graph.
     pub fn from_entries(mut entries: Vec<GraphEntry>, store_dir: &str) -> Result<Graph> {
         entries.sort_by(|a, b| a.path.cmp(&b.path));
+        // Every size the algorithms add up (a layer, a closure, the image)
+        // is a sum over distinct paths, so bounding the total keeps them
+        // all from overflowing on a corrupted narSize.
+        if entries
+            .iter()
+            .try_fold(0u64, |total, e| total.checked_add(e.nar_size))
+            .is_none()
+        {
+            bail!("the narSize values add up to more than 2^64 bytes (a corrupted graph?)");
+        }
         let mut index = HashMap::with_capacity(entries.len());
         for (i, e) in entries.iter().enumerate() {
             check_store_path(&e.path, store_dir)?;
