@@ -137,6 +137,11 @@ let
         ]
       );
 
+      # Where symlinkJoin uses structured attributes, the derivation's
+      # variables ($out, $fakeRootCommands) are shell variables of the
+      # builder, not environment variables: the fakeroot shell reads them.
+      attrsForSubshell = ''if [ -e "''${NIX_ATTRS_SH_FILE:-}" ]; then . "$NIX_ATTRS_SH_FILE"; fi'';
+
       # The layer is a tarball so that modes and owners set by the commands
       # survive Nix's store normalisation; its sha256 is precomputed.
       customisationLayer = symlinkJoin {
@@ -154,6 +159,7 @@ let
             if enableFakechroot then
               ''
                 proot -r $PWD/old_out ${bindPaths} --pwd=/ fakeroot ${stdenv.shell} -e -c '
+                  ${attrsForSubshell}
                   eval "$fakeRootCommands"
                   tar \
                     --sort name \
@@ -170,6 +176,7 @@ let
             else
               ''
                 fakeroot ${stdenv.shell} -e -c '
+                  ${attrsForSubshell}
                   cd old_out
                   eval "$fakeRootCommands"
                   tar \

@@ -46,13 +46,13 @@ fi
 
 echo "# building the test images (one nix-build, sandbox on, stand-in nixpkgs)"
 if ! nix-build "${nix_opts[@]}" -I nixpkgs="$standin" "$repo/tests/nix/images.nix" \
-    -A index -A getexe -o "$work/result" >/dev/null 2>"$work/build.log"; then
+    -A index -A getexe -A sandboxed -o "$work/result" >/dev/null 2>"$work/build.log"; then
     cat "$work/build.log" >&2
     echo "FAIL nix build of the test images"
     exit 1
 fi
 index="$work/result"
-ok "nix build of every test image"
+ok "nix build of every test image, in the sandbox"
 
 echo "# rebuilding with --check: the customisation layers (extraCommands,"
 echo "# fakeRootCommands, the Nix database), the conf and the compressed tarballs"
@@ -71,6 +71,14 @@ echo "# building the flake's example with the stand-in as the nixpkgs input"
     && ok "nix build .#example --override-input nixpkgs path:tests/nixpkgs-standin" \
     || fail "flake example" "$(tail -n 5 "$work/flake.log")"
 
+echo "# a user's flake (tests/nix/consumer) taking this one as an input: lib and overlay"
+(cd "$repo" && nix build "${nix_opts[@]}" ./tests/nix/consumer#default ./tests/nix/consumer#overlay \
+    --no-write-lock-file --override-input nixpkgs "path:$standin" \
+    --override-input stream-layered-image "git+file://$repo" \
+    -o "$work/consumer" 2>"$work/consumer.log") \
+    && ok "a consumer flake builds images through lib and overlays.default" \
+    || fail "consumer flake" "$(grep -v '^warning\|^•\|^    ' "$work/consumer.log" | tail -n 5)"
+
 (cd "$repo" && nix flake check --no-build "${nix_opts[@]}" --no-write-lock-file \
     --override-input nixpkgs "path:$standin" 2>"$work/flake-check.log") \
     && ok "nix flake check (evaluation of packages, overlay, checks)" \
@@ -81,6 +89,10 @@ q() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]].g
 
 if ! docker info >/dev/null 2>&1; then
     echo "SKIPPED (no docker daemon): the images built; nothing loaded into Docker"
+    if [ "$failures" -gt 0 ]; then
+        echo "$failures check(s) FAILED"
+        exit 1
+    fi
     exit 0
 fi
 
@@ -111,6 +123,16 @@ expect "-t other:tag retags at stream time" "sli-e2e-retagged:other" "$ref"
 a=$("$(q example path)" 2>/dev/null | sha256sum)
 b=$("$(q example path)" 2>/dev/null | sha256sum)
 expect "streaming twice gives the same bytes" "$a" "$b"
+
+# --- the consumer flake's images -------------------------------------------
+for r in "$work/consumer" "$work/consumer-1"; do
+    ref=$("$r" 2>/dev/null | docker load | sed -n 's/^Loaded image: //p')
+    echo "$ref=$(run "$ref")"
+done | sort >"$work/consumer.out"
+loaded+=(sli-e2e-consumer:lib sli-e2e-consumer:overlay) # the loop ran in a subshell
+expect "consumer flake images load and run" \
+    "sli-e2e-consumer:lib=Hello, world!;sli-e2e-consumer:overlay=Hello, world!" \
+    "$(paste -sd ';' "$work/consumer.out")"
 
 # --- more store paths than maxLayers = 2 ---------------------------------
 ref=$(load many-paths)
@@ -149,6 +171,9 @@ expect "base image layers pass through first" "$base_ids" "$child_ids"
 env=$(docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$ref" | sed '/^$/d' | sort | tr '\n' ' ')
 expect "Env inherited from fromImage, the child winning" "CHILD=1 FROM_BASE=1 SHARED=child " "$env"
 expect "fromImage child runs" "Hello, world!" "$(run "$ref")"
+
+ref=$(load from-gz-image)
+expect "a gzip'd buildLayeredImage works as fromImage" "Hello, world! 1" "$(run "$ref" | tr '\n' ' ' | sed 's/ $//')"
 
 # --- a store path that is a symlink stays a symlink ------------------------
 ref=$(load symlink-store-path)

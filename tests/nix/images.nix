@@ -62,6 +62,19 @@ let
       config.Cmd = [ "/bin/hello" ];
     };
 
+    # The usual nixpkgs pattern: a gzip'd buildLayeredImage as the base.
+    from-gz-image = streamLayeredImage {
+      name = "sli-e2e-from-gz-image";
+      tag = "latest";
+      fromImage = buildLayeredImage {
+        name = "sli-e2e-base-gz";
+        contents = [ pkgs.busybox ];
+        config.Env = [ "FROM_BASE=1" ];
+      };
+      contents = [ pkgs.hello ];
+      config.Cmd = [ "/bin/sh" "-c" "hello && echo $FROM_BASE" ];
+    };
+
     symlink-store-path = streamLayeredImage {
       name = "sli-e2e-symlink";
       tag = "latest";
@@ -242,5 +255,17 @@ let
   # lib.getExe on an image runs its stream script: here inside the sandbox,
   # which also proves the executable needs nothing outside its closure.
   getexe = runCommand "sli-e2e-getexe" { } "${lib.getExe images.example} > $out";
+
+  # Builds only inside the sandbox: the tests claim every image above was
+  # built there (Nix falls back to no sandbox silently when it cannot).
+  sandboxed = runCommand "sli-e2e-sandboxed" { } ''
+    for p in /usr /bin/sh /etc/nix /root; do
+      if [ -e "$p" ]; then
+        echo "not sandboxed: the build sees $p" >&2
+        exit 1
+      fi
+    done
+    touch $out
+  '';
 in
-images // { inherit index base getexe; }
+images // { inherit index base getexe sandboxed; }
