@@ -16,6 +16,8 @@
 //!
 //! Environment:
 //! - `SLI_BENCH_QUICK=1` (or `--quick`): small stores, for a CI smoke run.
+//!   Run without `--bench` (as `cargo test --all-targets` does) it is a
+//!   smoke test: small stores, one run.
 //! - `SLI_BENCH_RUNS=N`: timed runs per contender (default 3).
 //! - `SLI_EXE=PATH`: stream with another executable (default: this crate's).
 //! - `SLI_BENCH_REFERENCE=PATH`: also time nixpkgs' `stream_layered_image.py`
@@ -147,13 +149,18 @@ fn load_average() -> String {
 fn options() -> Result<Options, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
-    let quick = flag("SLI_BENCH_QUICK") || args.iter().any(|a| a == "--quick");
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // binary without it, and then a smoke run (quick stores, one run) is
+    // all a test suite wants.
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let quick = smoke || flag("SLI_BENCH_QUICK") || args.iter().any(|a| a == "--quick");
     let runs = match std::env::var("SLI_BENCH_RUNS") {
         Ok(v) => v
             .parse::<usize>()
             .ok()
             .filter(|&n| n > 0)
             .ok_or_else(|| format!("SLI_BENCH_RUNS={v:?}: expected a positive integer"))?,
+        Err(_) if smoke => 1,
         Err(_) => 3,
     };
     let exe = std::env::var_os("SLI_EXE")
@@ -417,12 +424,13 @@ fn print_table(rows: &[Row], with_reference: bool) {
             println!("  MISSED: {}", misses.join(", "));
         }
     }
-    println!(
-        "\n{}",
-        if all_met {
-            "all targets met"
-        } else {
-            "some targets MISSED (timings on a busy machine are noisy; rerun before concluding)"
-        }
-    );
+    let verdict = if cfg!(debug_assertions) {
+        // `cargo test` builds the executable unoptimised too.
+        "unoptimised (debug) build: times are not meaningful; use `cargo bench --bench stream`"
+    } else if all_met {
+        "all targets met"
+    } else {
+        "some targets MISSED (timings on a busy machine are noisy; rerun before concluding)"
+    };
+    println!("\n{verdict}");
 }
