@@ -109,7 +109,7 @@ fn run() -> Result<(), String> {
         program: opts.exe.clone(),
         prefix: vec![],
     };
-    let reference = opts.reference.as_ref().map(|script| Streamer {
+    let nixpkgs = opts.reference.as_ref().map(|script| Streamer {
         label: "nixpkgs",
         program: "python3".into(),
         prefix: vec![script.clone().into()],
@@ -127,9 +127,11 @@ fn run() -> Result<(), String> {
     for kind in store::KINDS {
         let store = store::prepare(kind, opts.quick, &opts.cache)
             .map_err(|e| format!("preparing store {kind} in {}: {e}", opts.cache.display()))?;
-        rows.push(bench_store(store, &ours, reference.as_ref(), &opts)?);
+        // nixpkgs' streamer only reads `store_layers`.
+        let reference = nixpkgs.as_ref().filter(|_| !store.graph);
+        rows.push(bench_store(store, &ours, reference, &opts)?);
     }
-    print_table(&rows, reference.is_some());
+    print_table(&rows, nixpkgs.is_some());
     println!(
         "load average (1 min) before {load_before}, after {}: well above the CPU count means \
          other work shared the machine and wall times are noisy; the CPU columns are steadier",
@@ -336,7 +338,7 @@ impl Streamer {
 fn stderr_file(streamer: &Streamer, store: &Store) -> Result<(PathBuf, fs::File), String> {
     let path = store
         .conf
-        .with_file_name(format!("{}.stderr", streamer.label));
+        .with_file_name(format!("{}-{}.stderr", store.name, streamer.label));
     let file = fs::File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
     Ok((path, file))
 }
