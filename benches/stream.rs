@@ -16,6 +16,8 @@
 //!
 //! Environment:
 //! - `SLI_BENCH_QUICK=1` (or `--quick`): small stores, for a CI smoke run.
+//!   Run without `--bench` (as `cargo test --all-targets` does) it is a
+//!   smoke test: small stores, one run.
 //! - `SLI_BENCH_RUNS=N`: timed runs per contender (default 3).
 //! - `SLI_EXE=PATH`: stream with another executable (default: this crate's).
 //! - `SLI_BENCH_REFERENCE=PATH`: also time nixpkgs' `stream_layered_image.py`
@@ -107,7 +109,7 @@ fn run() -> Result<(), String> {
         program: opts.exe.clone(),
         prefix: vec![],
     };
-    let reference = opts.reference.as_ref().map(|script| Streamer {
+    let nixpkgs = opts.reference.as_ref().map(|script| Streamer {
         label: "nixpkgs",
         program: "python3".into(),
         prefix: vec![script.clone().into()],
@@ -125,9 +127,11 @@ fn run() -> Result<(), String> {
     for kind in store::KINDS {
         let store = store::prepare(kind, opts.quick, &opts.cache)
             .map_err(|e| format!("preparing store {kind} in {}: {e}", opts.cache.display()))?;
-        rows.push(bench_store(store, &ours, reference.as_ref(), &opts)?);
+        // nixpkgs' streamer only reads `store_layers`.
+        let reference = nixpkgs.as_ref().filter(|_| !store.graph);
+        rows.push(bench_store(store, &ours, reference, &opts)?);
     }
-    print_table(&rows, reference.is_some());
+    print_table(&rows, nixpkgs.is_some());
     println!(
         "load average (1 min) before {load_before}, after {}: well above the CPU count means \
          other work shared the machine and wall times are noisy; the CPU columns are steadier",
@@ -147,13 +151,18 @@ fn load_average() -> String {
 fn options() -> Result<Options, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
-    let quick = flag("SLI_BENCH_QUICK") || args.iter().any(|a| a == "--quick");
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // binary without it, and then a smoke run (quick stores, one run) is
+    // all a test suite wants.
+    let smoke = !args.iter().any(|a| a == "--bench");
+    let quick = smoke || flag("SLI_BENCH_QUICK") || args.iter().any(|a| a == "--quick");
     let runs = match std::env::var("SLI_BENCH_RUNS") {
         Ok(v) => v
             .parse::<usize>()
             .ok()
             .filter(|&n| n > 0)
             .ok_or_else(|| format!("SLI_BENCH_RUNS={v:?}: expected a positive integer"))?,
+        Err(_) if smoke => 1,
         Err(_) => 3,
     };
     let exe = std::env::var_os("SLI_EXE")
@@ -329,7 +338,7 @@ impl Streamer {
 fn stderr_file(streamer: &Streamer, store: &Store) -> Result<(PathBuf, fs::File), String> {
     let path = store
         .conf
-        .with_file_name(format!("{}.stderr", streamer.label));
+        .with_file_name(format!("{}-{}.stderr", store.name, streamer.label));
     let file = fs::File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
     Ok((path, file))
 }
@@ -417,12 +426,13 @@ fn print_table(rows: &[Row], with_reference: bool) {
             println!("  MISSED: {}", misses.join(", "));
         }
     }
-    println!(
-        "\n{}",
-        if all_met {
-            "all targets met"
-        } else {
-            "some targets MISSED (timings on a busy machine are noisy; rerun before concluding)"
-        }
-    );
+    let verdict = if cfg!(debug_assertions) {
+        // `cargo test` builds the executable unoptimised too.
+        "unoptimised (debug) build: times are not meaningful; use `cargo bench --bench stream`"
+    } else if all_met {
+        "all targets met"
+    } else {
+        "some targets MISSED (timings on a busy machine are noisy; rerun before concluding)"
+    };
+    println!("\n{verdict}");
 }

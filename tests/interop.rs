@@ -6,7 +6,9 @@
 //! Debian's static busybox, a second store path with a script, a long
 //! (PAX-named) file and a UTF-8 name, and a customisation layer in nixpkgs'
 //! form (`layer.tar` + `checksum`) that adds `/bin/sh` → busybox. The conf is
-//! nixpkgs' `store_layers` form, as `streamLayeredImage` writes it.
+//! nixpkgs' `store_layers` form, as `streamLayeredImage` writes it, except in
+//! `docker_runs_graph_layered_image`, which uses our `layering` (graph) form
+//! with a closureInfo `registration`, as `nix/stream-layered-image.nix` does.
 //!
 //! Tools that are missing (no docker daemon, no podman, …) make their test
 //! print a loud `SKIPPED (…)` line on stderr, past the test harness's

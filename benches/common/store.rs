@@ -47,58 +47,51 @@ pub struct Store {
     pub files: u64,
     pub bytes: u64,
     pub paths: usize,
+    /// Store layers in the conf; for the graph form, the layering's budget.
     pub layers: usize,
+    /// The conf is in the graph (`layering`) form.
+    pub graph: bool,
 }
 
 /// The stores the bench runs, in order.
-pub const KINDS: [&str; 3] = ["small-files", "big-files", "many-paths"];
+pub const KINDS: [&str; 4] = ["small-files", "big-files", "many-paths", "graph-paths"];
+
+/// `maxLayers` of the graph-form conf, nixpkgs' default.
+const MAX_LAYERS: usize = 100;
 
 /// Builds (or reuses from `cache`) the store `kind`.
 pub fn prepare(kind: &'static str, quick: bool, cache: &Path) -> io::Result<Store> {
     let spec = match kind {
         "small-files" => small_files(quick),
         "big-files" => big_files(quick),
-        "many-paths" => many_paths(quick),
+        "many-paths" | "graph-paths" => many_paths(quick),
         _ => return Err(io::Error::other(format!("unknown store kind {kind}"))),
     };
+    let graph = kind == "graph-paths";
+    // The graph case streams the many-paths store: share it on disk.
+    let on_disk = if graph { "many-paths" } else { kind };
     let root = cache.join(if quick {
-        format!("{kind}-quick")
+        format!("{on_disk}-quick")
     } else {
-        kind.to_owned()
+        on_disk.to_owned()
     });
     let store_dir = root.join("store");
-    let stamp = stamp_of(&spec);
-    let stamp_file = root.join("stamp");
     let names: Vec<PathBuf> = spec
         .paths
         .iter()
         .map(|p| store_dir.join(format!("{}-{}", nix_hash(&p.name), p.name)))
         .collect();
-    if fs::read_to_string(&stamp_file).ok().as_deref() != Some(stamp.as_str()) {
-        eprintln!(
-            "bench: generating store {} (cached for later runs)",
-            root.display()
-        );
-        if root.exists() {
-            fs::remove_dir_all(&root)?;
-        }
-        for (path, dir) in spec.paths.iter().zip(&names) {
-            write_store_path(path, dir)?;
-        }
-        let customisation = root.join("customisation");
-        write_customisation(&customisation)?;
-        // Written last: an interrupted generation is redone next time.
-        fs::write(&stamp_file, &stamp)?;
-    }
-    let conf = root.join("conf.json");
-    write_conf(
-        kind,
-        &spec,
-        &names,
-        &store_dir,
-        &root.join("customisation"),
-        &conf,
-    )?;
+    generate(&spec, &names, &root)?;
+    let layering = if graph {
+        let closure = root.join("closure-info");
+        write_registration(&spec, &names, &closure)?;
+        Layering::Graph(closure)
+    } else {
+        Layering::Store
+    };
+    let conf = root.join(format!("conf-{kind}.json"));
+    let custom = root.join("customisation");
+    write_conf(kind, &spec, &names, &store_dir, &custom, &layering, &conf)?;
     let (files, bytes) = totals(&spec);
     Ok(Store {
         name: kind,
@@ -107,8 +100,36 @@ pub fn prepare(kind: &'static str, quick: bool, cache: &Path) -> io::Result<Stor
         files,
         bytes,
         paths: spec.paths.len(),
-        layers: spec.layers.len(),
+        layers: if graph {
+            MAX_LAYERS - 1
+        } else {
+            spec.layers.len()
+        },
+        graph,
     })
+}
+
+/// Writes the store paths and the customisation layer under `root`, unless
+/// its stamp says they are there already.
+fn generate(spec: &Spec, names: &[PathBuf], root: &Path) -> io::Result<()> {
+    let stamp = stamp_of(spec);
+    let stamp_file = root.join("stamp");
+    if fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str()) {
+        return Ok(());
+    }
+    eprintln!(
+        "bench: generating store {} (cached for later runs)",
+        root.display()
+    );
+    if root.exists() {
+        fs::remove_dir_all(root)?;
+    }
+    for (path, dir) in spec.paths.iter().zip(names) {
+        write_store_path(path, dir)?;
+    }
+    write_customisation(&root.join("customisation"))?;
+    // Written last: an interrupted generation is redone next time.
+    fs::write(&stamp_file, &stamp)
 }
 
 /// Tens of thousands of small files (0 B to 64 KiB, most under 8 KiB, as in
@@ -310,28 +331,26 @@ fn write_customisation(dir: &Path) -> io::Result<()> {
     fs::write(dir.join("checksum"), hex(&Sha256::digest(&tar)))
 }
 
+/// How a conf says which store paths go into which layer.
+enum Layering {
+    /// nixpkgs' `store_layers`, from the spec.
+    Store,
+    /// Our `layering` form: the closureInfo directory holding `registration`.
+    Graph(PathBuf),
+}
+
 fn write_conf(
     kind: &str,
     spec: &Spec,
     names: &[PathBuf],
     store_dir: &Path,
     customisation: &Path,
+    layering: &Layering,
     conf: &Path,
 ) -> io::Result<()> {
-    let store_layers: Vec<Vec<String>> = spec
-        .layers
-        .iter()
-        .map(|layer| {
-            layer
-                .iter()
-                .map(|&i| names[i].display().to_string())
-                .collect()
-        })
-        .collect();
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "store_dir": store_dir.display().to_string(),
         "from_image": null,
-        "store_layers": store_layers,
         "customisation_layer": customisation.display().to_string(),
         "repo_tag": format!("sli-bench-{kind}:latest"),
         "created": "1970-01-01T00:00:01Z",
@@ -343,8 +362,63 @@ fn write_conf(
         "architecture": "amd64",
         "config": { "Cmd": ["/bin/sh"] },
     });
+    match layering {
+        Layering::Store => {
+            let store_layers: Vec<Vec<String>> = spec
+                .layers
+                .iter()
+                .map(|layer| {
+                    layer
+                        .iter()
+                        .map(|&i| names[i].display().to_string())
+                        .collect()
+                })
+                .collect();
+            value["store_layers"] = serde_json::json!(store_layers);
+        }
+        Layering::Graph(closure) => {
+            value["layering"] = serde_json::json!({
+                "graph": closure.display().to_string(),
+                "max_layers": MAX_LAYERS,
+            });
+        }
+    }
     let text = serde_json::to_string_pretty(&value).map_err(io::Error::other)?;
     fs::write(conf, text)
+}
+
+/// closureInfo's `registration` for the store: per path, the path, a
+/// narHash, the narSize, an empty deriver line, the reference count and
+/// the references. The graph is package-like: everything refers to the
+/// first path (a libc), each path to two earlier ones and to itself.
+fn write_registration(spec: &Spec, names: &[PathBuf], dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let nar_hash = format!("sha256:{}", "0".repeat(52));
+    let mut text = String::new();
+    for (i, (path, name)) in spec.paths.iter().zip(names).enumerate() {
+        let nar_size: u64 = path
+            .entries
+            .iter()
+            .map(|e| match e {
+                Entry::File { size, .. } => size + 512,
+                Entry::Symlink { .. } => 512,
+            })
+            .sum();
+        let mut refs = std::collections::BTreeSet::from([i]);
+        if i > 0 {
+            refs.extend([0, (i * 7 + 3) % i, (i * 13 + 5) % i]);
+        }
+        let _ = write!(
+            text,
+            "{}\n{nar_hash}\n{nar_size}\n\n{}\n",
+            name.display(),
+            refs.len()
+        );
+        for r in refs {
+            let _ = writeln!(text, "{}", names[r].display());
+        }
+    }
+    fs::write(dir.join("registration"), text)
 }
 
 /// A 32-character Nix-base32 hash part derived from the name.
