@@ -506,11 +506,50 @@ fn base_image_survives_damaged_gzip_and_zstd() {
     let (manifest, config) = json_members(&basic, &ms);
     let small = rebuild(&basic, &ms, config, manifest);
     let mut rng = Rng::new(0x6217);
+    // Layers sharing one member (legacy `docker save` does this): every
+    // layer must still be served, whatever the member order.
+    let (manifest_v, config_v): (Value, Value) = (
+        serde_json::from_slice(manifest).unwrap(),
+        serde_json::from_slice(config).unwrap(),
+    );
+    let mut shared = Vec::new();
+    for pick in [vec![0, 0], vec![3, 1, 3, 0, 3], vec![6, 5, 4, 3, 2, 1, 0]] {
+        let (mut m, mut c) = (manifest_v.clone(), config_v.clone());
+        let layers = m[0]["Layers"].as_array().unwrap().clone();
+        let ids = c["rootfs"]["diff_ids"].as_array().unwrap().clone();
+        m[0]["Layers"] = pick.iter().map(|&i| layers[i].clone()).collect();
+        c["rootfs"]["diff_ids"] = pick.iter().map(|&i| ids[i].clone()).collect();
+        let archive = rebuild(
+            &basic,
+            &ms,
+            &serde_json::to_vec(&c).unwrap(),
+            &serde_json::to_vec(&m).unwrap(),
+        );
+        shared.push((format!("layers {pick:?}"), archive, pick.len()));
+    }
     for (kind, compress) in [("gzip", gzip as fn(&[u8]) -> Vec<u8>), ("zstd", zstd)] {
         let whole = compress(&small);
         std::fs::write(&path, &whole).unwrap();
         BaseImage::open(&path)
             .unwrap_or_else(|e| panic!("{kind} of the rebuilt basic.tar must open: {e:#}"));
+        for (what, archive, count) in &shared {
+            std::fs::write(&path, compress(archive)).unwrap();
+            let case = format!("{kind} with shared members, {what}");
+            open_and_stream(&mut tally, &case, &path);
+            let served = BaseImage::open(&path).ok().map(|image| {
+                let mut n = 0;
+                let r = image.stream_layers(&mut |_, _, _| {
+                    n += 1;
+                    Ok(())
+                });
+                (r.is_ok(), n)
+            });
+            if served != Some((true, *count)) {
+                tally.fail(format!(
+                    "{case}: expected {count} layers served, got {served:?}"
+                ));
+            }
+        }
         for j in 0..12 {
             let cut = small.len() * j / 12 + rng.below(512);
             std::fs::write(&path, compress(&small[..cut])).unwrap();
