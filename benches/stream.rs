@@ -120,6 +120,7 @@ fn run() -> Result<(), String> {
     );
     println!("  floor: find STORE -type f -print0 | xargs -0 cat | openssl dgst -sha256");
     println!("  ours:  {} conf.json | cat >/dev/null", opts.exe.display());
+    let load_before = load_average();
     let mut rows = Vec::new();
     for kind in store::KINDS {
         let store = store::prepare(kind, opts.quick, &opts.cache)
@@ -127,7 +128,20 @@ fn run() -> Result<(), String> {
         rows.push(bench_store(store, &ours, reference.as_ref(), &opts)?);
     }
     print_table(&rows, reference.is_some());
+    println!(
+        "load average (1 min) before {load_before}, after {}: well above the CPU count means \
+         other work shared the machine and wall times are noisy; the CPU columns are steadier",
+        load_average()
+    );
     Ok(())
+}
+
+/// The 1-minute load average, to judge how noisy the wall times are.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn options() -> Result<Options, String> {

@@ -51,7 +51,7 @@ pub struct Cli {
     pub repo_tag: Option<String>,
 
     /// Write the image to FILE (atomically: nothing is left there on failure)
-    /// instead of stdout.
+    /// instead of stdout; `-` means stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 

@@ -13,6 +13,7 @@
 //!   mode and size from `lstat`; owner, group and mtime from the conf;
 //! - the tarball ends as tarfile's does (two zero blocks, 10240-byte record).
 
+use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -56,6 +57,15 @@ pub struct LayerPlan {
 /// Checks the layer's store paths and computes its tarball size by
 /// walking their metadata (no file contents are read).
 pub fn plan(paths: &[String], store_dir: &str, owner: &Owner) -> Result<LayerPlan> {
+    plan_with_cache(paths, store_dir, owner, ENTRY_CACHE_BYTES)
+}
+
+fn plan_with_cache(
+    paths: &[String],
+    store_dir: &str,
+    owner: &Owner,
+    cache_limit: usize,
+) -> Result<LayerPlan> {
     let mut disk_paths = Vec::with_capacity(paths.len());
     for p in paths {
         disk_paths.push(checked_store_path(p, store_dir)?);
@@ -68,7 +78,7 @@ pub fn plan(paths: &[String], store_dir: &str, owner: &Owner) -> Result<LayerPla
             size += entry_len(&e, owner);
             if let Some(c) = cache.as_mut() {
                 cache_bytes += e.memory();
-                if cache_bytes > ENTRY_CACHE_BYTES {
+                if cache_bytes > cache_limit {
                     cache = None;
                 } else {
                     c.push(e);
@@ -211,7 +221,7 @@ fn write_entry<W: std::io::Write + Send + 'static>(
     tar::encode_header(&header(e, &name, owner), scratch);
     out.write_all(scratch)?;
     if e.kind == Kind::Regular && e.size > 0 {
-        let path = Path::new(std::ffi::OsStr::from_bytes(&e.path));
+        let path = Path::new(OsStr::from_bytes(&e.path));
         let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         out.copy_exact(&mut f, e.size, path)?;
         out.write_zeros(tar::padding(e.size))?;
@@ -222,16 +232,25 @@ fn write_entry<W: std::io::Write + Send + 'static>(
 /// Visits `root` and, if it is a real directory, everything below it in
 /// Python's sorted order.
 pub fn walk(root: &[u8], visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
-    let path = PathBuf::from(std::ffi::OsStr::from_bytes(root));
+    let path = PathBuf::from(OsStr::from_bytes(root));
     let meta =
         fs::symlink_metadata(&path).with_context(|| format!("store path {}", path.display()))?;
-    let entry = entry_from(root.to_vec(), &meta)?;
+    let entry = entry_from(root.to_vec(), stat_of(&path, &meta)?)?;
     let is_dir = entry.kind == Kind::Directory;
     visit(entry)?;
     if is_dir {
         walk_dir(&path, visit)?;
     }
     Ok(())
+}
+
+/// What the walk keeps of `lstat` while a directory's children are sorted
+/// (a few words each, not a whole `Metadata`).
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    kind: Kind,
+    mode: u32,
+    size: u64,
 }
 
 fn walk_dir(dir: &Path, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
@@ -244,16 +263,16 @@ fn walk_dir(dir: &Path, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()
         let meta = item
             .metadata()
             .with_context(|| format!("{}: cannot stat", item.path().display()))?;
-        children.push((item.file_name().into_vec(), meta));
+        children.push((item.file_name().into_vec(), stat_of(&item.path(), &meta)?));
     }
     children.sort_by(|a, b| tar::compare_names(&a.0, &b.0));
-    for (name, meta) in children {
+    for (name, stat) in children {
         let mut path = dir.as_os_str().as_bytes().to_vec();
         path.push(b'/');
         path.extend_from_slice(&name);
-        let entry = entry_from(path, &meta)?;
+        let entry = entry_from(path, stat)?;
         if entry.kind == Kind::Directory {
-            let sub = PathBuf::from(std::ffi::OsStr::from_bytes(&entry.path));
+            let sub = PathBuf::from(OsStr::from_bytes(&entry.path));
             visit(entry)?;
             walk_dir(&sub, visit)?;
         } else {
@@ -263,22 +282,14 @@ fn walk_dir(dir: &Path, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()
     Ok(())
 }
 
-fn entry_from(path: Vec<u8>, meta: &Metadata) -> Result<Entry> {
+fn stat_of(path: &Path, meta: &Metadata) -> Result<Stat> {
     let ft = meta.file_type();
-    let mode = meta.mode() & 0o7777;
-    let shown = || {
-        Path::new(std::ffi::OsStr::from_bytes(&path))
-            .display()
-            .to_string()
-    };
-    let (kind, size, link) = if ft.is_symlink() {
-        let target = fs::read_link(Path::new(std::ffi::OsStr::from_bytes(&path)))
-            .with_context(|| format!("{}: cannot read symlink", shown()))?;
-        (Kind::Symlink, 0, target.into_os_string().into_vec())
+    let kind = if ft.is_symlink() {
+        Kind::Symlink
     } else if ft.is_dir() {
-        (Kind::Directory, 0, Vec::new())
+        Kind::Directory
     } else if ft.is_file() {
-        (Kind::Regular, meta.len(), Vec::new())
+        Kind::Regular
     } else {
         let what = if ft.is_fifo() {
             "a FIFO"
@@ -289,14 +300,32 @@ fn entry_from(path: Vec<u8>, meta: &Metadata) -> Result<Entry> {
         };
         bail!(
             "{}: is {what}; Nix store paths hold only files, directories and symlinks",
-            shown()
+            path.display()
         );
+    };
+    let size = if kind == Kind::Regular { meta.len() } else { 0 };
+    Ok(Stat {
+        kind,
+        mode: meta.mode() & 0o7777,
+        size,
+    })
+}
+
+fn entry_from(path: Vec<u8>, stat: Stat) -> Result<Entry> {
+    let link = if stat.kind == Kind::Symlink {
+        let p = Path::new(OsStr::from_bytes(&path));
+        fs::read_link(p)
+            .with_context(|| format!("{}: cannot read symlink", p.display()))?
+            .into_os_string()
+            .into_vec()
+    } else {
+        Vec::new()
     };
     Ok(Entry {
         path,
-        kind,
-        mode,
-        size,
+        kind: stat.kind,
+        mode: stat.mode,
+        size: stat.size,
         link,
     })
 }
@@ -327,6 +356,41 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    /// Layers too big for the entry cache are walked again while
+    /// streaming; the bytes must not depend on which path was taken.
+    #[test]
+    fn rewalk_gives_the_same_bytes_as_the_cache() {
+        let store = std::env::temp_dir().join(format!("sli-rewalk-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&store);
+        fs::create_dir_all(store.join("aaaa-p/sub")).unwrap();
+        fs::write(store.join("aaaa-p/sub/f"), vec![5u8; 1000]).unwrap();
+        fs::write(store.join("aaaa-p/g"), "g").unwrap();
+        let store_dir = store.to_str().unwrap().to_owned();
+        let paths = vec![format!("{store_dir}/aaaa-p")];
+        let owner = Owner {
+            uid: 0,
+            gid: 0,
+            uname: "root".into(),
+            gname: "root".into(),
+            mtime: 1,
+        };
+        let mut outputs = Vec::new();
+        for limit in [ENTRY_CACHE_BYTES, 0] {
+            let plan = plan_with_cache(&paths, &store_dir, &owner, limit).unwrap();
+            assert_eq!(plan.cached.is_some(), limit > 0);
+            let size = plan.size;
+            let mut w = ArchiveWriter::new(Vec::new());
+            w.begin_hashed().unwrap();
+            stream(plan, &store_dir, &owner, &mut w).unwrap();
+            w.end_hashed().unwrap();
+            let bytes = w.finish().unwrap();
+            assert_eq!(bytes.len() as u64, size);
+            outputs.push(bytes);
+        }
+        assert!(outputs[0] == outputs[1]);
+        fs::remove_dir_all(&store).unwrap();
     }
 
     #[test]

@@ -91,7 +91,9 @@ fn run(cli: &Cli) -> Result<Summary> {
         repo_tag: cli.repo_tag.as_deref().unwrap_or(&conf.repo_tag),
         progress: !cli.quiet,
     };
-    let output = Output::open(cli.output.as_deref(), cli.compress)?;
+    // `-o -` is stdout, as usual for Unix tools.
+    let target = cli.output.as_deref().filter(|p| p.as_os_str() != "-");
+    let output = Output::open(target, cli.compress)?;
     let (output, summary) = stream::write_image(&job, output)?;
     output.commit()?;
     Ok(summary)

@@ -6,11 +6,11 @@
 //! deterministic (gzip with mtime 0 and no file name, like `gzip -n`).
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use flate2::write::GzEncoder;
 
 /// Compression applied to the whole docker-archive.
@@ -34,7 +34,9 @@ enum Sink {
 /// partially written `-o` file.
 pub struct Output {
     sink: Option<Sink>,
-    /// (temporary path, final path) for `-o`.
+    /// `stdout` or `output FILE`, for write errors.
+    name: String,
+    /// (temporary path, final path) for `-o` to a regular file.
     paths: Option<(PathBuf, PathBuf)>,
 }
 
@@ -43,11 +45,23 @@ impl Output {
     pub fn open(path: Option<&Path>, compression: Compression) -> Result<Output> {
         let (file, paths) = match path {
             None => {
+                if io::stdout().is_terminal() {
+                    bail!("refusing to write an image tarball to a terminal; pipe it (e.g. into `docker load`) or use -o FILE");
+                }
                 let fd = io::stdout()
                     .as_fd()
                     .try_clone_to_owned()
                     .context("cannot use stdout")?;
                 (File::from(fd), None)
+            }
+            Some(target) if is_special(target)? => {
+                // A FIFO or device (`-o /dev/stdout`) is written in place:
+                // renaming over it would replace the device with a file.
+                let file = File::options()
+                    .write(true)
+                    .open(target)
+                    .with_context(|| format!("output {}: cannot open", target.display()))?;
+                (file, None)
             }
             Some(target) => {
                 let tmp = temp_path(target);
@@ -72,8 +86,13 @@ impl Output {
                 Sink::Zstd(zstd::stream::write::Encoder::new(file, 3).context("cannot start zstd")?)
             }
         };
+        let name = match path {
+            Some(p) => format!("output {}", p.display()),
+            None => "stdout".to_owned(),
+        };
         Ok(Output {
             sink: Some(sink),
+            name,
             paths,
         })
     }
@@ -102,12 +121,13 @@ impl Output {
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.sink.as_mut() {
+        let result = match self.sink.as_mut() {
             Some(Sink::Plain(f)) => f.write(buf),
             Some(Sink::Gz(e)) => e.write(buf),
             Some(Sink::Zstd(e)) => e.write(buf),
             None => Err(io::Error::other("output already closed")),
-        }
+        };
+        result.map_err(|e| self.named(e))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -120,12 +140,29 @@ impl Write for Output {
     }
 }
 
+impl Output {
+    /// Names the output in a write error, keeping its kind (a broken pipe
+    /// stays recognisable).
+    fn named(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("{}: {e}", self.name))
+    }
+}
+
 impl Drop for Output {
     fn drop(&mut self) {
         self.sink = None;
         if let Some((tmp, _)) = self.paths.take() {
             let _ = fs::remove_file(tmp);
         }
+    }
+}
+
+/// True when `target` exists and is neither a regular file nor a directory.
+fn is_special(target: &Path) -> Result<bool> {
+    match fs::metadata(target) {
+        Ok(m) if m.is_dir() => bail!("output {}: is a directory", target.display()),
+        Ok(m) => Ok(!m.is_file()),
+        Err(_) => Ok(false),
     }
 }
 

@@ -15,7 +15,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 
-use crate::archive::ArchiveWriter;
+use crate::archive::{ArchiveWriter, Sha};
 use crate::base_image::BaseImage;
 use crate::customisation::Customisation;
 use crate::image::{self, ImageMeta, IsoTime, LayerInfo};
@@ -58,71 +58,24 @@ pub fn write_image<W: Write + Send + 'static>(job: &Job, out: W) -> Result<(W, S
     let mut infos = write_base_layers(job, &mut aw)?;
     let base_count = infos.len();
     let taken: HashSet<String> = infos.iter().map(|l| l.member.clone()).collect();
-    let mut paths_of_new = Vec::new();
-    for (k, paths) in job.store_layers.iter().enumerate() {
-        let num = base_count + k + 1;
-        say(
-            job,
-            format_args!(
-                "Creating layer {num} from paths: {}",
-                pyjson::repr_str_list(paths)
-            ),
-        );
-        let plan = layer::plan(paths, job.store_dir, job.owner)?;
-        let member = member_name(num, &taken);
-        member_header(&mut aw, &member, plan.size, job.owner.mtime)?;
-        aw.begin_hashed()?;
-        layer::stream(plan, job.store_dir, job.owner, &mut aw)?;
-        aw.end_hashed()?;
-        paths_of_new.push((paths.clone(), member));
-    }
+    let mut pending = write_store_layers(job, base_count, &taken, &mut aw)?;
+
     let num = base_count + job.store_layers.len() + 1;
     say(
         job,
         format_args!("Creating layer {num} with customisation..."),
     );
-    let custom_member = member_name(num, &taken);
-    write_customisation(job, &custom_member, &mut aw)?;
-
-    let digests = aw.digests()?;
-    let (custom_digest, store_digests) = digests
-        .split_last()
-        .context("internal: customisation layer digest missing")?;
-    for ((paths, member), d) in paths_of_new.into_iter().zip(store_digests) {
-        infos.push(LayerInfo {
-            diff_id: digest::diff_id(d),
-            paths,
-            member,
-        });
-    }
-    let custom_id = digest::diff_id(custom_digest);
-    if custom_id != job.customisation.diff_id {
-        bail!(
-            "customisation layer {}: changed while streaming (now {custom_id}, checksum says {})",
-            job.customisation.layer_tar.display(),
-            job.customisation.diff_id
-        );
-    }
-    infos.push(LayerInfo {
-        diff_id: custom_id,
+    let custom = LayerInfo {
+        diff_id: job.customisation.diff_id.clone(),
         paths: vec![job.customisation_dir.to_owned()],
-        member: custom_member,
-    });
+        member: member_name(num, &taken),
+    };
+    write_customisation(job, &custom.member, &mut aw)?;
+    pending.push(custom);
+    infos.extend(with_digests(job, pending, &aw.digests()?)?);
 
     say(job, format_args!("Adding manifests..."));
-    let meta = ImageMeta {
-        created: job.created,
-        architecture: job.architecture,
-        variant: job.variant,
-        os: job.os,
-        config: job.config,
-    };
-    let config = image::config_json(&meta, &infos);
-    let config_hex = digest::sha256_hex(&config);
-    let config_member = format!("{config_hex}.json");
-    write_bytes_member(&mut aw, &config_member, &config, job.owner.mtime)?;
-    let manifest = image::manifest_json(&config_member, job.repo_tag, &infos);
-    write_bytes_member(&mut aw, "manifest.json", &manifest, job.owner.mtime)?;
+    let image_id = write_config_and_manifest(job, &infos, &mut aw)?;
     let end = tar::end_len(aw.offset());
     aw.write_zeros(end)?;
     let bytes = aw.offset();
@@ -132,9 +85,86 @@ pub fn write_image<W: Write + Send + 'static>(job: &Job, out: W) -> Result<(W, S
         layers: infos.len(),
         new_layers: infos.len() - base_count,
         bytes,
-        image_id: format!("sha256:{config_hex}"),
+        image_id,
     };
     Ok((out, summary))
+}
+
+/// One layer per `store_layers` entry, hashed on the way; their diff_ids
+/// are filled in later by [`with_digests`].
+fn write_store_layers<W: Write + Send + 'static>(
+    job: &Job,
+    base_count: usize,
+    taken: &HashSet<String>,
+    aw: &mut ArchiveWriter<W>,
+) -> Result<Vec<LayerInfo>> {
+    let mut pending = Vec::with_capacity(job.store_layers.len());
+    for (k, paths) in job.store_layers.iter().enumerate() {
+        let num = base_count + k + 1;
+        let listed = pyjson::repr_str_list(paths);
+        say(
+            job,
+            format_args!("Creating layer {num} from paths: {listed}"),
+        );
+        let plan = layer::plan(paths, job.store_dir, job.owner)?;
+        let member = member_name(num, taken);
+        member_header(aw, &member, plan.size, job.owner.mtime)?;
+        aw.begin_hashed()?;
+        layer::stream(plan, job.store_dir, job.owner, aw)?;
+        aw.end_hashed()?;
+        pending.push(LayerInfo {
+            diff_id: String::new(),
+            paths: paths.clone(),
+            member,
+        });
+    }
+    Ok(pending)
+}
+
+/// Gives the hashed layers (store layers, then the customisation layer)
+/// their diff_ids. The customisation layer was verified when opened; its
+/// digest here catches a file changed since.
+fn with_digests(job: &Job, mut pending: Vec<LayerInfo>, digests: &[Sha]) -> Result<Vec<LayerInfo>> {
+    if digests.len() != pending.len() {
+        bail!(
+            "internal: {} layer digests for {} layers",
+            digests.len(),
+            pending.len()
+        );
+    }
+    let checked = job.customisation.diff_id.clone();
+    for (info, d) in pending.iter_mut().zip(digests) {
+        info.diff_id = digest::diff_id(d);
+    }
+    if pending.last().is_some_and(|c| c.diff_id != checked) {
+        bail!(
+            "customisation layer {}: changed while streaming (checksum says {checked})",
+            job.customisation.layer_tar.display()
+        );
+    }
+    Ok(pending)
+}
+
+/// The config (named by its sha256, the image ID) and `manifest.json`.
+fn write_config_and_manifest<W: Write + Send + 'static>(
+    job: &Job,
+    infos: &[LayerInfo],
+    aw: &mut ArchiveWriter<W>,
+) -> Result<String> {
+    let meta = ImageMeta {
+        created: job.created,
+        architecture: job.architecture,
+        variant: job.variant,
+        os: job.os,
+        config: job.config,
+    };
+    let config = image::config_json(&meta, infos);
+    let config_hex = digest::sha256_hex(&config);
+    let config_member = format!("{config_hex}.json");
+    write_bytes_member(aw, &config_member, &config, job.owner.mtime)?;
+    let manifest = image::manifest_json(&config_member, job.repo_tag, infos);
+    write_bytes_member(aw, "manifest.json", &manifest, job.owner.mtime)?;
+    Ok(format!("sha256:{config_hex}"))
 }
 
 fn say(job: &Job, line: std::fmt::Arguments) {

@@ -546,3 +546,101 @@ fn layering_conf_streams_the_decided_layers() {
         "every graph path is in exactly one layer"
     );
 }
+
+/// A tarball on a terminal is never wanted: refuse before writing anything.
+#[test]
+fn refuses_to_write_to_a_terminal() {
+    if !common::have("script") {
+        println!("SKIPPED (no `script` to provide a terminal)");
+        return;
+    }
+    let dir = Scratch::new("tty");
+    let conf = dir.conf("conf.json", &basic_conf());
+    let cmd = format!("{} {}", common::bin().display(), conf.display());
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("refusing to write an image tarball to a terminal"),
+        "{text}"
+    );
+    assert!(!text.contains("ustar"), "no tar bytes reached the terminal");
+}
+
+/// Nix stores hold no FIFOs, sockets or devices; one is named, not hung on.
+#[test]
+fn special_file_in_store_path() {
+    let dir = Scratch::new("fifo");
+    let store = dir.path("store");
+    fs::create_dir_all(store.join("aaaa-x")).unwrap();
+    let fifo = store.join("aaaa-x/pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut conf = basic_conf();
+    conf["store_dir"] = json!(store);
+    conf["store_layers"] = json!([[store.join("aaaa-x")]]);
+    let line = one_line_error(&run_conf(&dir, &conf, &[]), "is a FIFO");
+    assert!(line.contains(&fifo.display().to_string()), "{line}");
+}
+
+/// `-o` to a FIFO (or a device such as /dev/stdout) writes into it; the
+/// temporary-file-and-rename dance would replace it with a regular file.
+#[test]
+fn output_to_a_fifo_writes_in_place() {
+    let dir = Scratch::new("ofifo");
+    let conf = dir.conf("conf.json", &basic_conf());
+    let expected = stream(&conf, &[]).stdout;
+    let fifo = dir.path("pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(fifo).unwrap())
+    };
+    stream(&conf, &["-o", fifo.to_str().unwrap()]);
+    assert!(reader.join().unwrap() == expected);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(),
+        "still a FIFO"
+    );
+    assert_eq!(
+        fs::read_dir(&dir.0).unwrap().count(),
+        2,
+        "no temporary file left"
+    );
+}
+
+/// Disk full (or any write error) names the output and exits 1. The
+/// device is reached through a symlink in a scratch directory, so even a
+/// regression could only replace the symlink, never /dev/full itself.
+#[test]
+fn write_error_names_the_output() {
+    if !fs::metadata("/dev/full").is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_char_device()
+    }) {
+        println!("SKIPPED (no /dev/full device)");
+        return;
+    }
+    let dir = Scratch::new("full");
+    let conf = dir.conf("conf.json", &basic_conf());
+    let full = dir.path("full");
+    std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+    let out = run(&[conf.as_os_str(), OsStr::new("-o"), full.as_os_str()], &[]);
+    one_line_error(&out, "No space left on device");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("output {}", full.display())));
+    assert!(fs::symlink_metadata(&full)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}

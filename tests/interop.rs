@@ -126,6 +126,37 @@ fn docker_loads_and_runs() {
     fx.cleanup();
 }
 
+/// A conf in our graph form (`layering`: layers decided at stream time from
+/// closureInfo's registration) gives an image docker loads and runs.
+#[test]
+fn docker_runs_graph_layered_image() {
+    if !tool_works("docker", &["info"]) {
+        skipped("docker_runs_graph_layered_image", "no docker daemon");
+        return;
+    }
+    let Some(fx) = Fixture::build_with("graph", Layering::Graph) else {
+        return;
+    };
+    let _rmi = Cleanup(vec![
+        "docker".into(),
+        "rmi".into(),
+        "-f".into(),
+        fx.tag.clone(),
+    ]);
+    let (archive, loaded) = fx.stream_into(&[], Command::new("docker").arg("load"));
+    assert!(
+        loaded.contains(&format!("Loaded image: {}", fx.tag)),
+        "docker load said: {loaded}"
+    );
+    let image = Image::parse(&archive);
+    let id = run(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", &fx.tag]));
+    assert_eq!(id.trim(), format!("sha256:{}", image.id()), "image ID");
+    let hello = format!("{}/{HELLO_PATH}/bin/hello", fx.store_dir.display());
+    let out = run(Command::new("docker").args(["run", "--rm", "--network=none", &fx.tag, &hello]));
+    assert_eq!(out, "hello from the store\n");
+    fx.cleanup();
+}
+
 /// `podman load` accepts the archive and keeps our image ID and diff_ids.
 #[test]
 fn podman_loads() {
@@ -278,6 +309,10 @@ impl Fixture {
     /// Builds the fixture, or returns None (after a loud SKIPPED line) when
     /// no static busybox is installed.
     fn build(test: &str) -> Option<Fixture> {
+        Fixture::build_with(test, Layering::Store)
+    }
+
+    fn build_with(test: &str, layering: Layering) -> Option<Fixture> {
         match static_busybox() {
             Ok(()) => {}
             Err(why) => {
@@ -297,10 +332,9 @@ impl Fixture {
         write_customisation(&custom, &store_dir.join(BUSYBOX_PATH).join("bin/busybox"));
         let tag = format!("sli-interop-{test}-{}:t{}", std::process::id(), nanos());
         let conf = root.join("conf.json");
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
             "store_dir": store_dir,
             "from_image": null,
-            "store_layers": [[store_dir.join(BUSYBOX_PATH)], [store_dir.join(HELLO_PATH)]],
             "customisation_layer": custom,
             "repo_tag": tag,
             "created": "1970-01-01T00:00:01Z",
@@ -315,6 +349,17 @@ impl Fixture {
                 "Env": ["GREETING=hello-env"],
             },
         });
+        value["store_layers"] = match layering {
+            Layering::Store => {
+                serde_json::json!([[store_dir.join(BUSYBOX_PATH)], [store_dir.join(HELLO_PATH)]])
+            }
+            Layering::Graph => Value::Null,
+        };
+        if layering == Layering::Graph {
+            let closure = root.join("closure-info");
+            write_registration(&closure, &store_dir);
+            value["layering"] = serde_json::json!({ "graph": closure, "max_layers": 100 });
+        }
         fs::write(&conf, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
         Some(Fixture {
             root,
@@ -392,6 +437,35 @@ impl Fixture {
     fn cleanup(self) {
         let _ = fs::remove_dir_all(&self.root);
     }
+}
+
+/// How the conf says which store paths go into which layer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layering {
+    /// nixpkgs' `store_layers`: decided at build time.
+    Store,
+    /// Our `layering` form: decided at stream time from closureInfo's graph.
+    Graph,
+}
+
+/// closureInfo's output directory: its `registration` holds, per path, the
+/// path, narHash, narSize, an empty deriver line, the reference count and
+/// the references. hello refers to busybox (its `#!` resolves there).
+fn write_registration(dir: &Path, store_dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    let busybox = store_dir.join(BUSYBOX_PATH);
+    let hello = store_dir.join(HELLO_PATH);
+    let nar_hash = format!("sha256:{}", "0".repeat(52));
+    let record = |path: &Path, size: u64, refs: &[&Path]| {
+        let mut r = format!("{}\n{nar_hash}\n{size}\n\n{}\n", path.display(), refs.len());
+        for reference in refs {
+            r += &format!("{}\n", reference.display());
+        }
+        r
+    };
+    let busybox_size = fs::metadata(busybox.join("bin/busybox")).unwrap().len() + 512;
+    let text = record(&busybox, busybox_size, &[]) + &record(&hello, 4096, &[&busybox, &hello]);
+    fs::write(dir.join("registration"), text).unwrap();
 }
 
 fn write_busybox_path(path: &Path) {

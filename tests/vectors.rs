@@ -148,3 +148,35 @@ fn layers_equal_reference_archive_bytes() {
     }
     assert_eq!(ours.config(), reference.config());
 }
+
+/// A gzip-compressed base image gives the same image: base layers pass
+/// through with their diff_ids, whatever the archive's compression.
+#[test]
+fn from_image_gzip_base_gives_same_image_id() {
+    use std::io::Write;
+    fixture();
+    let v = vector("from-image");
+    let dir = Scratch::new("gzbase");
+    let gz_path = dir.path("base.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz_path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(&std::fs::read(common::repo().join("tests/vectors/basic.tar")).unwrap())
+        .unwrap();
+    gz.finish().unwrap();
+    let mut conf = v["conf"].clone();
+    conf["from_image"] = serde_json::json!(gz_path);
+    let out = stream(&dir.conf("conf.json", &conf), &[]);
+    let ar = Archive::parse(&out.stdout);
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(ar.config())),
+        v["image_id"].as_str().unwrap()
+    );
+    for (got, want) in ar.layers().iter().zip(v["layers"].as_array().unwrap()) {
+        assert_eq!(
+            format!("sha256:{}", sha256_hex(got)),
+            want["diff_id"].as_str().unwrap()
+        );
+    }
+}

@@ -1,0 +1,52 @@
+{
+  description = "stream-layered-image: a fast drop-in for nixpkgs' dockerTools.streamLayeredImage";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+
+  outputs =
+    { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+      # Every system nixpkgs offers packages for (only x86_64-linux in the
+      # offline stand-in used by the tests).
+      systems = builtins.filter (s: nixpkgs.legacyPackages ? ${s}) [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+      forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      # The functions for a given package set (also what the overlay adds).
+      toolsFor = pkgs: pkgs.callPackage ./nix { };
+    in
+    {
+      # Other flakes: `stream-layered-image.lib.streamLayeredImage pkgs { ... }`,
+      # or `(stream-layered-image.lib.forPkgs pkgs).buildLayeredImage { ... }`.
+      lib = {
+        forPkgs = toolsFor;
+        streamLayeredImage = pkgs: (toolsFor pkgs).streamLayeredImage;
+        buildLayeredImage = pkgs: (toolsFor pkgs).buildLayeredImage;
+        buildLayeredImageWithNixDb = pkgs: (toolsFor pkgs).buildLayeredImageWithNixDb;
+      };
+
+      # pkgs.stream-layered-image (the executable) and
+      # pkgs.streamLayeredImageTools.{streamLayeredImage,buildLayeredImage,...}.
+      overlays.default = final: prev: {
+        streamLayeredImageTools = toolsFor final;
+        stream-layered-image = (toolsFor final).stream-layered-image;
+      };
+
+      packages = forAllSystems (
+        pkgs:
+        let
+          tools = toolsFor pkgs;
+        in
+        {
+          default = tools.stream-layered-image;
+          stream-layered-image = tools.stream-layered-image;
+          example = import ./examples/hello.nix { inherit pkgs; };
+        }
+      );
+
+      # The end-to-end test images (tests/nix/images.nix), built together.
+      checks = forAllSystems (pkgs: import ./tests/nix/images.nix { inherit pkgs; });
+    };
+}

@@ -1,0 +1,17 @@
+# callPackage-able entry point: `pkgs.callPackage ./nix { }` is the
+# streamLayeredImage function (call it with nixpkgs' arguments), and also
+# carries buildLayeredImage, buildLayeredImageWithNixDb and the executable.
+#
+#   image = pkgs.callPackage ./nix { } { name = "app"; contents = [ app ]; };
+#   tools = pkgs.callPackage ./nix { };  tools.buildLayeredImage { ... }
+{ callPackage }:
+
+let
+  stream-layered-image = callPackage ./package.nix { };
+  functions = callPackage ./stream-layered-image.nix { inherit stream-layered-image; };
+in
+functions
+// {
+  inherit stream-layered-image;
+  __functor = _: functions.streamLayeredImage;
+}

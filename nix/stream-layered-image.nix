@@ -1,0 +1,337 @@
+# streamLayeredImage, buildLayeredImage and buildLayeredImageWithNixDb:
+# nixpkgs' dockerTools functions of the same names (pkgs/build-support/docker/
+# default.nix), with the same arguments, defaults and results, but the
+# layers are decided and written by the Rust executable at stream time.
+#
+# At build time this file only
+#   * builds the customisation layer (`contents` joined at the image root,
+#     `extraCommands`, `fakeRootCommands`, the Nix database) as nixpkgs does:
+#     a directory holding `layer.tar` (GNU tar under fakeroot, same flags as
+#     nixpkgs, so the same bytes) and its sha256 in `checksum`;
+#   * exports the reference graph of the image (closureInfo of nixpkgs'
+#     closure roots: the image's base JSON and the customisation layer);
+#   * writes conf.json and a wrapper that runs `stream-layered-image CONF "$@"`.
+# No python, no jq: the popularity contest, the layeringPipeline and the
+# fromImage layer count happen in the executable when the image streams.
+{
+  lib,
+  stdenv,
+  buildPackages,
+  closureInfo,
+  fakeroot,
+  go,
+  proot,
+  runCommand,
+  runtimeShell,
+  symlinkJoin,
+  writeText,
+  stream-layered-image,
+  storeDir ? builtins.storeDir,
+}:
+
+let
+  inherit (lib) optionals optionalString;
+
+  exe = lib.getExe stream-layered-image;
+
+  # The OCI spec recommends Go's GOARCH/GOARM names; like nixpkgs, take
+  # them from the go package (only its attributes: go is never built).
+  defaultArchitecture = go.GOARCH;
+  defaultVariant = optionalString (go.GOARM != "") "v${go.GOARM}";
+
+  # nixpkgs' mkDbExtraCommand: registers the closure of `contents` in a Nix
+  # database inside the customisation layer, with registration times reset
+  # so the layer stays reproducible.
+  mkDbExtraCommand =
+    contents:
+    let
+      contentsList = lib.toList contents;
+    in
+    ''
+      echo "Generating the nix database..."
+      export NIX_REMOTE="local?root=$PWD"
+      # nix-store needs a user name.
+      export USER=nobody
+      ${lib.getExe' buildPackages.nix "nix-store"} --load-db < ${closureInfo { rootPaths = contentsList; }}/registration
+      ${lib.getExe buildPackages.sqlite} nix/var/nix/db/db.sqlite "UPDATE ValidPaths SET registrationTime = ''${SOURCE_DATE_EPOCH}"
+      mkdir -p nix/var/nix/gcroots/docker/
+      for i in ${lib.concatStringsSep " " contentsList}; do
+        ln -s $i nix/var/nix/gcroots/docker/$(basename $i)
+      done
+    '';
+
+  compressors = {
+    none = "";
+    gz = ".gz";
+    zstd = ".zst";
+  };
+
+  streamLayeredImage = lib.makeOverridable (
+    {
+      # Image name; `lib.toLower name` is the repository it loads as.
+      name,
+      # Image tag; null means the hash of the conf's store path.
+      tag ? null,
+      # A base image tarball (docker save / dockerTools output).
+      fromImage ? null,
+      # Store paths joined at the image root (path or list).
+      contents ? [ ],
+      # The image's runtime config (Cmd, Env, ...).
+      config ? { },
+      architecture ? defaultArchitecture,
+      variant ? defaultVariant,
+      # Image creation time; "now" is resolved when the image streams.
+      created ? "1970-01-01T00:00:01Z",
+      # Modification time of the store layers' entries.
+      mtime ? "1970-01-01T00:00:01Z",
+      uid ? 0,
+      gid ? 0,
+      uname ? "root",
+      gname ? "root",
+      # Layers in the image, counting fromImage's and the customisation layer.
+      maxLayers ? 100,
+      # Shell run in the customisation layer's root, as the build user.
+      extraCommands ? "",
+      # Shell run there under fakeroot: ownership changes persist.
+      fakeRootCommands ? "",
+      # Run fakeRootCommands under proot, rooted in the image's contents.
+      enableFakechroot ? false,
+      # Put the closure's store paths in the image.
+      includeStorePaths ? true,
+      # Register the closure of `contents` in /nix/var/nix/db.
+      includeNixDB ? false,
+      passthru ? { },
+      meta ? { },
+      # nixpkgs' flatten_references_graph pipeline (list, or a file holding
+      # it); when set, maxLayers is left to the pipeline.
+      layeringPipeline ? null,
+      # Explain the layering on stderr when the image streams.
+      debug ? false,
+    }:
+    assert lib.assertMsg (layeringPipeline == null -> maxLayers > 1)
+      "the maxLayers argument of dockerTools.buildLayeredImage function must be greather than 1 (current value: ${toString maxLayers})";
+    assert lib.assertMsg (enableFakechroot -> !stdenv.hostPlatform.isDarwin)
+      "cannot use `enableFakechroot` because `proot` is not portable to Darwin; use `fakeRootCommands` instead";
+    let
+      baseName = baseNameOf name;
+
+      # Byte for byte nixpkgs' base.json, so the reference graph (and so the
+      # layering) is the one nixpkgs computes for the same arguments.
+      baseJson = writeText "${baseName}-base.json" (
+        builtins.toJSON {
+          inherit config architecture variant;
+          os = "linux";
+        }
+      );
+
+      contentsList = lib.toList contents;
+
+      bindPaths = toString (
+        map (path: "--bind=${path}:${path}!") [
+          "/dev/"
+          "/proc/"
+          "/sys/"
+          "${storeDir}/"
+          "$NIX_BUILD_TOP"
+          "$out/layer.tar"
+        ]
+      );
+
+      # The layer is a tarball so that modes and owners set by the commands
+      # survive Nix's store normalisation; its sha256 is precomputed.
+      customisationLayer = symlinkJoin {
+        name = "${baseName}-customisation-layer";
+        paths = contentsList;
+        extraCommands = (optionalString includeNixDB (mkDbExtraCommand contents)) + extraCommands;
+        inherit fakeRootCommands;
+        nativeBuildInputs = [ fakeroot ] ++ optionals enableFakechroot [ proot ];
+        postBuild = ''
+          mv $out old_out
+          (cd old_out; eval "$extraCommands" )
+
+          mkdir $out
+          ${
+            if enableFakechroot then
+              ''
+                proot -r $PWD/old_out ${bindPaths} --pwd=/ fakeroot ${stdenv.shell} -e -c '
+                  eval "$fakeRootCommands"
+                  tar \
+                    --sort name \
+                    --exclude=./dev \
+                    --exclude=./proc \
+                    --exclude=./sys \
+                    --exclude=.${storeDir} \
+                    --exclude=".$NIX_BUILD_TOP" \
+                    --numeric-owner --mtime "@$SOURCE_DATE_EPOCH" \
+                    --hard-dereference \
+                    -cf $out/layer.tar .
+                '
+              ''
+            else
+              ''
+                fakeroot ${stdenv.shell} -e -c '
+                  cd old_out
+                  eval "$fakeRootCommands"
+                  tar \
+                    --sort name \
+                    --numeric-owner --mtime "@$SOURCE_DATE_EPOCH" \
+                    --hard-dereference \
+                    -cf $out/layer.tar .
+                '
+              ''
+          }
+          sha256sum $out/layer.tar | cut -f 1 -d ' ' > $out/checksum
+        '';
+      };
+
+      # nixpkgs' closure roots and excluded paths: the helpers take part in
+      # the graph (and so in the popularity counts) but get no layer.
+      closureRoots = optionals includeStorePaths [
+        baseJson
+        customisationLayer
+      ];
+      excludePaths = [
+        baseJson
+        customisationLayer
+      ];
+
+      pipeline =
+        if layeringPipeline == null || builtins.isList layeringPipeline then
+          layeringPipeline
+        else
+          "${layeringPipeline}";
+
+      # Everything but created, mtime and repo_tag, which the build computes.
+      confHead = lib.removeSuffix "}" (
+        builtins.toJSON {
+          inherit
+            config
+            architecture
+            uid
+            gid
+            uname
+            gname
+            ;
+          variant = if variant == "" then null else variant;
+          os = "linux";
+          store_dir = storeDir;
+          from_image = if fromImage == null then null else "${fromImage}";
+          layering = {
+            graph = "${closureInfo { rootPaths = closureRoots; }}";
+            exclude_paths = map toString excludePaths;
+            max_layers = maxLayers;
+            inherit pipeline debug;
+          };
+          customisation_layer = "${customisationLayer}";
+        }
+      );
+
+      imageName = lib.toLower name;
+
+      conf =
+        runCommand "${baseName}-conf.json"
+          {
+            inherit created mtime confHead;
+            passAsFile = [ "confHead" ];
+            # `"name:` as a JSON string without its closing quote.
+            repoTagStart = lib.removeSuffix "\"" (builtins.toJSON "${imageName}:");
+            repoTagJson = if tag == null then "" else builtins.toJSON "${imageName}:${toString tag}";
+            inherit imageName;
+            preferLocalBuild = true;
+            allowSubstitutes = false;
+            passthru.imageTag =
+              if tag != null then
+                toString tag
+              else
+                lib.head (lib.splitString "-" (baseNameOf (builtins.unsafeDiscardStringContext conf.outPath)));
+          }
+          ''
+            repoTag=$repoTagJson
+            if [ -z "$repoTag" ]; then
+              # No tag: the hash part of this conf's own store path.
+              imageTag=$(basename "$out" | cut -d - -f 1)
+              repoTag="$repoTagStart$imageTag\""
+            fi
+            # nixpkgs normalises both times with GNU date; "now" is left
+            # for the executable to resolve when the image streams.
+            if [ "$created" != now ]; then created=$(date -Iseconds -d "$created"); fi
+            if [ "$mtime" != now ]; then mtime=$(date -Iseconds -d "$mtime"); fi
+            {
+              cat "$confHeadPath"
+              printf ',"created":"%s","mtime":"%s","repo_tag":%s}\n' "$created" "$mtime" "$repoTag"
+            } > $out
+          '';
+
+      script =
+        runCommand "stream-${baseName}"
+          {
+            inherit conf imageName;
+            preferLocalBuild = true;
+            allowSubstitutes = false;
+            passthru = passthru // {
+              inherit (conf) imageTag;
+              inherit conf customisationLayer;
+              streamScript = exe;
+              # lib.getExe image runs the stream script (see `bin` below).
+              bin = binDir;
+              # Tells functions that take images that this one is an
+              # executable, not a tarball (nixpkgs' convention).
+              isExe = true;
+            };
+            meta = meta // {
+              mainProgram = meta.mainProgram or "stream-${baseName}";
+            };
+          }
+          ''
+            {
+              echo '#!${runtimeShell}'
+              echo 'exec ${exe} ${conf} "$@"'
+            } > $out
+            chmod +x $out
+          '';
+
+      # `./result` must be the script itself (so `./result | docker load`
+      # works), while lib.getExe looks in `<bin output>/bin/<mainProgram>`.
+      binDir = runCommand "stream-${baseName}-bin" { preferLocalBuild = true; allowSubstitutes = false; } ''
+        mkdir -p $out/bin
+        ln -s ${script} $out/bin/${script.meta.mainProgram}
+      '';
+    in
+    script
+  );
+
+  buildLayeredImage = lib.makeOverridable (
+    {
+      name,
+      # none, gz (nixpkgs' default) or zstd, compressed by the executable.
+      compressor ? "gz",
+      meta ? { },
+      ...
+    }@args:
+    let
+      stream = streamLayeredImage (
+        removeAttrs args [
+          "compressor"
+          "meta"
+        ]
+      );
+      ext =
+        compressors.${compressor}
+          or (throw "in docker image ${name}: compressor must be one of: [${toString (builtins.attrNames compressors)}]");
+      flags = optionalString (compressor != "none") "--compress ${compressor}";
+    in
+    runCommand "${baseNameOf name}.tar${ext}" {
+      inherit (stream) imageName;
+      passthru = {
+        inherit (stream) imageTag;
+        inherit stream;
+      };
+      inherit meta;
+    } "${stream} ${flags} > $out"
+  );
+
+  buildLayeredImageWithNixDb = args: buildLayeredImage (args // { includeNixDB = true; });
+in
+{
+  inherit streamLayeredImage buildLayeredImage buildLayeredImageWithNixDb;
+}

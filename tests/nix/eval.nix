@@ -1,0 +1,78 @@
+# Evaluation-level checks of the Nix interface (no builds): arguments,
+# passthru, meta, errors, the flake's outputs and the overlay.
+#   nix-instantiate --eval --strict -I nixpkgs=tests/nixpkgs-standin tests/nix/eval.nix
+# evaluates to "ok: N checks" or fails naming every check that did not hold.
+{ pkgs ? import <nixpkgs> { } }:
+
+let
+  inherit (pkgs) lib;
+  sli = pkgs.callPackage ../../nix { };
+  fails = e: !(builtins.tryEval (builtins.deepSeq e e)).success;
+
+  img = sli {
+    name = "Registry.Example/Team/Eval-App";
+    tag = "t1";
+    contents = [ pkgs.hello ];
+    passthru.extra = 42;
+    meta.description = "an eval test";
+  };
+  untagged = sli { name = "eval-untagged"; };
+  layered = sli.buildLayeredImage {
+    name = "eval-layered";
+    tag = "t2";
+  };
+
+  # The flake, evaluated without flake machinery, with the stand-in (or
+  # whatever <nixpkgs> is) as its nixpkgs input.
+  nixpkgsFlake = {
+    lib = pkgs.lib;
+    legacyPackages.${pkgs.stdenv.hostPlatform.system} = pkgs;
+  };
+  flake = (import ../../flake.nix).outputs {
+    self = flake;
+    nixpkgs = nixpkgsFlake;
+  };
+  system = pkgs.stdenv.hostPlatform.system;
+  overlaid = lib.fix (self: pkgs // flake.overlays.default self pkgs);
+
+  checks = {
+    "callPackage ./nix {} is the function" = img ? drvPath;
+    "imageName is the lower-cased name" = img.imageName == "registry.example/team/eval-app";
+    "derivation name uses baseNameOf name" = img.name == "stream-Eval-App";
+    "passthru.imageTag is the tag" = img.imageTag == "t1";
+    "no tag: imageTag is a 32-char hash" = builtins.stringLength untagged.imageTag == 32;
+    "passthru.isExe" = img.isExe;
+    "passthru.conf is a derivation" = img.conf ? drvPath;
+    "user passthru is kept" = img.extra == 42;
+    "user meta is kept" = img.meta.description == "an eval test";
+    "lib.getExe finds the stream script" = lib.getExe img == "${img.bin}/bin/stream-Eval-App";
+    "override changes an argument" = (img.override { tag = "t3"; }).imageTag == "t3";
+    "maxLayers = 1 is refused" = fails (sli { name = "x"; maxLayers = 1; }).drvPath;
+    "maxLayers = 1 is fine with a layeringPipeline" =
+      (sli { name = "x"; maxLayers = 1; layeringPipeline = [ [ "popularity_contest" ] ]; }) ? drvPath;
+    "buildLayeredImage: .tar.gz by default" = layered.name == "eval-layered.tar.gz";
+    "buildLayeredImage: passthru imageTag and stream" = layered.imageTag == "t2" && layered.stream.isExe;
+    "buildLayeredImage: imageName" = layered.imageName == "eval-layered";
+    "buildLayeredImage: zstd is .tar.zst" =
+      (sli.buildLayeredImage { name = "z"; compressor = "zstd"; }).name == "z.tar.zst";
+    "buildLayeredImage: none is .tar" = (sli.buildLayeredImage { name = "n"; compressor = "none"; }).name == "n.tar";
+    "buildLayeredImage: unknown compressor is refused" =
+      fails (sli.buildLayeredImage { name = "x"; compressor = "xz"; }).drvPath;
+    "buildLayeredImageWithNixDb builds a tarball" =
+      (sli.buildLayeredImageWithNixDb { name = "db"; }).name == "db.tar.gz";
+    "flake: packages default, stream-layered-image, example" =
+      builtins.attrNames flake.packages.${system} == [ "default" "example" "stream-layered-image" ];
+    "flake: the example is an image" = flake.packages.${system}.example.isExe;
+    "flake: lib.streamLayeredImage takes pkgs" = (flake.lib.streamLayeredImage pkgs { name = "f"; tag = "x"; }).imageTag == "x";
+    "flake: lib.buildLayeredImage takes pkgs" = (flake.lib.buildLayeredImage pkgs { name = "f"; }).name == "f.tar.gz";
+    "flake: overlays.default adds the executable and the functions" =
+      overlaid.stream-layered-image ? drvPath
+      && (overlaid.streamLayeredImageTools.streamLayeredImage { name = "o"; tag = "y"; }).imageTag == "y";
+    "flake: checks hold the e2e images" = flake.checks.${system} ? index;
+  };
+  failed = builtins.filter (n: !checks.${n}) (builtins.attrNames checks);
+in
+if failed == [ ] then
+  "ok: ${toString (builtins.length (builtins.attrNames checks))} checks"
+else
+  throw "FAILED: ${lib.concatStringsSep "; " failed}"
