@@ -1531,7 +1531,17 @@ fn executable_stops_promptly_when_the_consumer_closes_the_pipe() {
         .dir
         .write("conf.json", &serde_json::to_vec(&s.conf).unwrap());
     let mut failures = Vec::new();
-    for compress in ["none", "gz", "zstd"] {
+    // Read nothing (`| true`), a few KB (a failing `docker load`), or
+    // most of the image.
+    let cases = [
+        ("none", 0),
+        ("none", 8192),
+        ("none", 3 << 20),
+        ("gz", 8192),
+        ("zstd", 0),
+        ("zstd", 8192),
+    ];
+    for (compress, read) in cases {
         let mut child = std::process::Command::new(EXE)
             .arg(&conf)
             .args(["-q", "--compress", compress])
@@ -1540,16 +1550,15 @@ fn executable_stops_promptly_when_the_consumer_closes_the_pipe() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // A consumer that reads a few KB and goes away (a failing `docker load`).
         let mut stdout = child.stdout.take().unwrap();
-        let mut head = vec![0; 8192];
+        let mut head = vec![0; read];
         stdout.read_exact(&mut head).unwrap();
         drop(stdout);
         let run = finish(child);
         let problems = bad_input_problems(&run, true);
         if !problems.is_empty() {
             failures.push(format!(
-                "--compress {compress}: {}; stderr: {:?}",
+                "--compress {compress}, {read} bytes read: {}; stderr: {:?}",
                 problems.join("; "),
                 run.stderr
             ));
