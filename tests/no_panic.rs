@@ -1494,6 +1494,39 @@ fn executable_reports_bad_input_on_one_line_and_leaves_no_output() {
             }
         }
     }
+    // A failure after 4 MiB went into a compressor leaves nothing either.
+    let mut late = s.conf.clone();
+    late["store_layers"] = json!([
+        [s.blob],
+        [s.dir.path("store/2f9w8xlbvv6mvdj3zvr4g1b0q0y7dn5c-gone")]
+    ]);
+    let late = s
+        .dir
+        .write("late.json", &serde_json::to_vec(&late).unwrap());
+    for compress in ["gz", "zstd"] {
+        let out_dir = s.dir.path(&format!("out-{compress}"));
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let child = std::process::Command::new(EXE)
+            .arg(&late)
+            .args(["-q", "--compress", compress, "-o"])
+            .arg(out_dir.join("image.tar"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let run = finish(child);
+        let mut problems = bad_input_problems(&run, true);
+        if std::fs::read_dir(&out_dir).unwrap().next().is_some() {
+            problems.push("output directory not empty".into());
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "late failure, --compress {compress}: {}",
+                problems.join("; ")
+            ));
+        }
+    }
     // Output problems: a missing directory, and a target that is a directory.
     let conf = s
         .dir
