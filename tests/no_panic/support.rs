@@ -325,7 +325,7 @@ pub fn odd_values() -> Vec<Value> {
 }
 
 /// Every single-node mutation of `v`: each node swapped for each odd value,
-/// and each node removed. Returns (description, mutated JSON).
+/// each node removed, each list element doubled. Returns (description, mutated JSON).
 pub fn structural_mutations(v: &Value) -> Vec<(String, Value)> {
     let odd = odd_values();
     let mut out = Vec::new();
@@ -333,6 +333,14 @@ pub fn structural_mutations(v: &Value) -> Vec<(String, Value)> {
         let mut removed = v.clone();
         remove_at(&mut removed, &path);
         out.push((format!("remove {}", show(&path)), removed));
+        if let Some((Seg::Index(i), parent)) = path.split_last() {
+            let mut doubled = v.clone();
+            if let Some(Value::Array(list)) = parent_mut(&mut doubled, parent) {
+                let copy = list[*i].clone();
+                list.insert(*i, copy);
+            }
+            out.push((format!("duplicate {}", show(&path)), doubled));
+        }
         for o in &odd {
             let mut m = v.clone();
             set_at(&mut m, &path, o.clone());
