@@ -125,5 +125,25 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// Errors are one line even when a name in them holds a newline.
 fn one_line(text: &str) -> String {
-    text.replace('\n', "\\n")
+    // Control characters (a NUL or `\r` in a file name) would break the
+    // line or rewrite it on a terminal: print them escaped.
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn errors_print_control_characters_escaped() {
+        assert_eq!(one_line("a\nb\rc\0d é"), "a\\nb\\rc\\u{0}d é");
+    }
 }
