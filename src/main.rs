@@ -14,6 +14,7 @@ use stream_layered_image::base_image::{merge_config, BaseImage};
 use stream_layered_image::cli::Cli;
 use stream_layered_image::conf::Conf;
 use stream_layered_image::customisation::Customisation;
+use stream_layered_image::escape::one_line;
 use stream_layered_image::image::IsoTime;
 use stream_layered_image::layering;
 use stream_layered_image::output::Output;
@@ -121,29 +122,4 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
-}
-
-/// Errors are one line even when a name in them holds a newline.
-fn one_line(text: &str) -> String {
-    // Control characters (a NUL or `\r` in a file name) would break the
-    // line or rewrite it on a terminal: print them escaped.
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::one_line;
-
-    #[test]
-    fn errors_print_control_characters_escaped() {
-        assert_eq!(one_line("a\nb\rc\0d é"), "a\\nb\\rc\\u{0}d é");
-    }
 }
