@@ -116,10 +116,25 @@ let
     bb = bb;
   };
 
+  # The stdenv's store path, holding `setup` as nixpkgs' does: each
+  # derivation's `$stdenv`, sourced by the builder (and by nix/'s fakeroot
+  # shell, as nixpkgs' streamLayeredImage does).
+  stdenvSetup = derivation {
+    name = "stdenv-standin";
+    inherit system;
+    builder = bb;
+    args = [
+      "sh"
+      "-euc"
+      "$bb mkdir $out && $bb cp ${./setup.sh} $out/setup"
+    ];
+    inherit bb;
+  };
+
   # nixpkgs' stdenv.mkDerivation, reduced to what runCommand needs: the
-  # build runs `buildCommand` under `set -eu -o pipefail` with the inputs'
-  # bin/ directories and coreutils on PATH, and SOURCE_DATE_EPOCH set as in
-  # nixpkgs (1980-01-01).
+  # builder sources `$stdenv/setup` (`set -eu -o pipefail`, the inputs'
+  # bin/ directories and coreutils on PATH) and runs `buildCommand`, with
+  # SOURCE_DATE_EPOCH set as in nixpkgs (1980-01-01).
   mkDerivation =
     args@{
       nativeBuildInputs ? [ ],
@@ -142,7 +157,8 @@ let
         // {
           inherit name system;
           builder = "${dash}/bin/sh";
-          args = [ ./setup.sh ];
+          args = [ ./default-builder.sh ];
+          stdenv = stdenvSetup;
           stdenvPath = makeBinPath (nativeBuildInputs ++ buildInputs ++ [ coreutils ]);
           SOURCE_DATE_EPOCH = "315532800";
           shell = "${dash}/bin/sh";
@@ -159,18 +175,42 @@ let
     isDarwin = false;
     isLinux = true;
   };
+  # runCommandWith's `stdenv` argument shadows the name in its default.
+  stdenvAttrs = stdenv;
 
+  # nixpkgs' runCommandWith / runCommand / runCommandLocal signatures.
   runCommandWith =
-    name: env: buildCommand:
-    mkDerivation (
+    {
+      stdenv ? stdenvAttrs,
+      runLocal ? false,
+      name,
+      derivationArgs ? { },
+    }:
+    buildCommand:
+    stdenv.mkDerivation (
       {
         inherit name buildCommand;
-        passAsFile = [ "buildCommand" ] ++ (env.passAsFile or [ ]);
+        passAsFile = [ "buildCommand" ] ++ (derivationArgs.passAsFile or [ ]);
       }
-      // removeAttrs env [ "passAsFile" ]
+      // lib.optionalAttrs runLocal {
+        preferLocalBuild = true;
+        allowSubstitutes = false;
+      }
+      // removeAttrs derivationArgs [ "passAsFile" ]
     );
-  runCommand = runCommandWith;
-  runCommandLocal = name: env: runCommandWith name ({ preferLocalBuild = true; allowSubstitutes = false; } // env);
+  runCommand =
+    name: env:
+    runCommandWith {
+      inherit name;
+      derivationArgs = env;
+    };
+  runCommandLocal =
+    name: env:
+    runCommandWith {
+      inherit name;
+      runLocal = true;
+      derivationArgs = env;
+    };
 
   writeTextFile =
     {
@@ -342,10 +382,7 @@ let
       fakeroot
       ;
     buildPackages = self;
-    bash = busybox;
-    bashInteractive = busybox;
     inherit busybox;
-    gnutar = coreutils;
     stdenvNoCC = stdenv;
     nix = hostToolPackage "nix" "nix-store";
     sqlite = hostToolPackage "sqlite" "sqlite3";

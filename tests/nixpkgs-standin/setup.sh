@@ -1,13 +1,9 @@
-# The stand-in's generic builder (run by dash): nixpkgs' stdenv runs
-# a runCommand's script with `set -eu -o pipefail` and the inputs' bin/
-# directories on PATH; so does this (pipefail where the shell has it:
-# Debian 12's dash does not).
+# The stand-in's `$stdenv/setup` (sourced by dash): as nixpkgs' stdenv
+# setup does, it turns on `set -eu -o pipefail` (pipefail where the shell
+# has it: Debian 12's dash does not) and puts the inputs' bin/ directories
+# and coreutils on PATH. It defines none of nixpkgs' setup functions
+# (runHook, substituteInPlace, ...): nothing in nix/ or the tests calls them.
 set -eu
 if (set -o pipefail) 2>/dev/null; then set -o pipefail; fi
 PATH=$stdenvPath
 export PATH
-if [ -n "${buildCommandPath:-}" ]; then
-    . "$buildCommandPath"
-else
-    eval "$buildCommand"
-fi
