@@ -34,10 +34,9 @@ let
 
   exe = lib.getExe stream-layered-image;
 
-  # The OCI spec recommends Go's GOARCH/GOARM names; like nixpkgs, take
-  # them from the go package (only its attributes: go is never built).
+  # The OCI spec recommends Go's GOARCH names; like nixpkgs, take it from
+  # the go package (only its attributes: go is never built).
   defaultArchitecture = go.GOARCH;
-  defaultVariant = optionalString (go.GOARM != "") "v${go.GOARM}";
 
   # nixpkgs' mkDbExtraCommand: registers the closure of `contents` in a Nix
   # database inside the customisation layer, with registration times reset
@@ -79,7 +78,10 @@ let
       # The image's runtime config (Cmd, Env, ...).
       config ? { },
       architecture ? defaultArchitecture,
-      variant ? defaultVariant,
+      # Not a nixpkgs argument (nixpkgs never records a variant): the OCI
+      # `variant` ("v7", "v8"), recorded only when set, so that leaving it
+      # out keeps base.json, and so the image, byte for byte nixpkgs'.
+      variant ? null,
       # Image creation time; "now" is resolved when the image streams.
       created ? "1970-01-01T00:00:01Z",
       # Modification time of the store layers' entries.
@@ -110,18 +112,25 @@ let
     }:
     assert lib.assertMsg (layeringPipeline == null -> maxLayers > 1)
       "the maxLayers argument of dockerTools.buildLayeredImage function must be greather than 1 (current value: ${toString maxLayers})";
-    assert lib.assertMsg (enableFakechroot -> !stdenv.hostPlatform.isDarwin)
-      "cannot use `enableFakechroot` because `proot` is not portable to Darwin; use `fakeRootCommands` instead";
+    assert lib.assertMsg (enableFakechroot -> !stdenv.hostPlatform.isDarwin) ''
+      cannot use `enableFakechroot` because `proot` is not portable to Darwin. Workarounds:
+            - use `fakeRootCommands` with the restricted `fakeroot` environment
+            - cross-compile your packages
+            - run your packages in a virtual machine
+            Discussion: https://github.com/NixOS/nixpkgs/issues/327311'';
     let
       baseName = baseNameOf name;
 
       # Byte for byte nixpkgs' base.json, so the reference graph (and so the
       # layering) is the one nixpkgs computes for the same arguments.
       baseJson = writeText "${baseName}-base.json" (
-        builtins.toJSON {
-          inherit config architecture variant;
-          os = "linux";
-        }
+        builtins.toJSON (
+          {
+            inherit config architecture;
+            os = "linux";
+          }
+          // lib.optionalAttrs (variant != null) { inherit variant; }
+        )
       );
 
       contentsList = lib.toList contents;
@@ -137,10 +146,16 @@ let
         ]
       );
 
-      # Where symlinkJoin uses structured attributes, the derivation's
-      # variables ($out, $fakeRootCommands) are shell variables of the
-      # builder, not environment variables: the fakeroot shell reads them.
-      attrsForSubshell = ''if [ -e "''${NIX_ATTRS_SH_FILE:-}" ]; then . "$NIX_ATTRS_SH_FILE"; fi'';
+      # The fakeroot shell starts as nixpkgs' does: where symlinkJoin uses
+      # structured attributes, the derivation's variables ($out,
+      # $fakeRootCommands) are shell variables of the builder, not
+      # environment variables, so it reads them; and it sources stdenv's
+      # setup, so fakeRootCommands see the stdenv's PATH and functions
+      # (substituteInPlace, patchShebangs, ...) as they do with nixpkgs.
+      attrsForSubshell = ''
+        if [ -e "''${NIX_ATTRS_SH_FILE:-}" ]; then . "$NIX_ATTRS_SH_FILE"; fi
+        . "$stdenv/setup"
+      '';
 
       # The layer is a tarball so that modes and owners set by the commands
       # survive Nix's store normalisation; its sha256 is precomputed.
@@ -212,14 +227,17 @@ let
       confHead = lib.removeSuffix "}" (
         builtins.toJSON {
           inherit
-            config
             architecture
             uid
             gid
             uname
             gname
+            variant
             ;
-          variant = if variant == "" then null else variant;
+          # nixpkgs accepts `config = null` (its manual's type is "Attribute
+          # Set or Null"); the executable wants an object, and an empty
+          # one means the same to Docker and podman.
+          config = if config == null then { } else config;
           os = "linux";
           store_dir = storeDir;
           from_image = if fromImage == null then null else "${fromImage}";
@@ -329,10 +347,18 @@ let
     in
     runCommand "${baseNameOf name}.tar${ext}" {
       inherit (stream) imageName;
-      passthru = {
-        inherit (stream) imageTag;
-        inherit stream;
-      };
+      # As nixpkgs: the stream's passthru (the user's, conf, ...) plus
+      # imageTag and stream; but not isExe or bin, which nixpkgs carries
+      # over by mistake: this result is a tarball, not an executable.
+      passthru =
+        removeAttrs stream.passthru [
+          "isExe"
+          "bin"
+        ]
+        // {
+          inherit (stream) imageTag;
+          inherit stream;
+        };
       inherit meta;
     } "${stream} ${flags} > $out"
   );

@@ -20,6 +20,8 @@ let
   layered = sli.buildLayeredImage {
     name = "eval-layered";
     tag = "t2";
+    passthru.extra = 43;
+    meta.description = "a layered eval test";
   };
 
   # The flake, evaluated without flake machinery, with the stand-in (or
@@ -53,6 +55,11 @@ let
     "buildLayeredImage: .tar.gz by default" = layered.name == "eval-layered.tar.gz";
     "buildLayeredImage: passthru imageTag and stream" = layered.imageTag == "t2" && layered.stream.isExe;
     "buildLayeredImage: imageName" = layered.imageName == "eval-layered";
+    "buildLayeredImage: user passthru and meta are kept" =
+      layered.extra == 43 && layered.meta.description == "a layered eval test";
+    "buildLayeredImage: a tarball, not an executable" = !(layered.isExe or false);
+    "variant is accepted (an extension; nixpkgs has none)" =
+      (sli { name = "v"; architecture = "arm"; variant = "v7"; }) ? drvPath;
     "buildLayeredImage: zstd is .tar.zst" =
       (sli.buildLayeredImage { name = "z"; compressor = "zstd"; }).name == "z.tar.zst";
     "buildLayeredImage: none is .tar" = (sli.buildLayeredImage { name = "n"; compressor = "none"; }).name == "n.tar";
