@@ -348,13 +348,15 @@ let
     '';
   };
 
+  # mainProgram: nixpkgs' (nix's is `nix`, which the stand-in lacks: only
+  # getExe' nix "nix-store" works, as nix/ calls it).
   hostToolPackage =
-    pname: tool:
+    pname: tool: mainProgram:
     writeTextFile {
       name = "${pname}-standin";
       executable = true;
       destination = "/bin/${tool}";
-      meta.mainProgram = tool;
+      meta.mainProgram = mainProgram;
       text = "#!${runtimeShell}\n${hostExec tool}\n";
     };
 
@@ -384,10 +386,10 @@ let
     buildPackages = self;
     inherit busybox;
     stdenvNoCC = stdenv;
-    nix = hostToolPackage "nix" "nix-store";
-    sqlite = hostToolPackage "sqlite" "sqlite3";
+    nix = hostToolPackage "nix" "nix-store" "nix";
+    sqlite = hostToolPackage "sqlite" "sqlite3" "sqlite3";
     proot =
-      if hasProot then hostToolPackage "proot" "proot" else throw "nixpkgs stand-in: proot not bootstrapped (apt-get install proot)";
+      if hasProot then hostToolPackage "proot" "proot" "proot" else throw "nixpkgs stand-in: proot not bootstrapped (apt-get install proot)";
     go = {
       inherit (hostPlatform.go) GOARCH GOOS GOARM;
     };
