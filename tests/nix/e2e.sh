@@ -223,6 +223,14 @@ ref=$(load example)
 created=$(docker image inspect -f '{{.Created}}' "$ref")
 case "$created" in 1970-01-01T00:00:01*) ok "created defaults to 1970-01-01T00:00:01Z" ;; *) fail "created default" "$created" ;; esac
 
+ref=$(load times)
+created=$(docker image inspect -f '{{.Created}}' "$ref")
+case "$created" in 2024-01-02T01:04:05Z | 2024-01-02T01:04:05+00:00) ok "created in another time zone is normalised to UTC" ;;
+    *) fail "created normalised to UTC" "[$created]" ;; esac
+age=$(( $(date +%s) - $(run "$ref") ))
+[ "$age" -ge 0 ] && [ "$age" -lt 86400 ] && ok 'mtime = "now" is the time of streaming' \
+    || fail 'mtime = "now"' "the store files are $age seconds old"
+
 # --- extraCommands, fakeRootCommands ---------------------------------------
 ref=$(load extra-commands)
 expect "extraCommands creates a file" "made by extraCommands" "$(run "$ref")"

@@ -160,6 +160,17 @@ let
       config.Cmd = [ "/bin/stat" "-c" "%u:%g %Y" "${pkgs.hello}/bin/hello" ];
     };
 
+    # created is normalised at build time as nixpkgs does (GNU date
+    # -Iseconds: to UTC); mtime = "now" is resolved when the image streams.
+    times = streamLayeredImage {
+      name = "sli-e2e-times";
+      tag = "latest";
+      created = "2024-01-02T03:04:05+02:00";
+      mtime = "now";
+      contents = [ pkgs.busybox ];
+      config.Cmd = [ "/bin/stat" "-c" "%Y" "${pkgs.hello}/bin/hello" ];
+    };
+
     # nixpkgs' manual types config as "Attribute Set or Null".
     config-null = streamLayeredImage {
       name = "sli-e2e-config-null";
