@@ -223,6 +223,8 @@ ref=$(load example)
 created=$(docker image inspect -f '{{.Created}}' "$ref")
 case "$created" in 1970-01-01T00:00:01*) ok "created defaults to 1970-01-01T00:00:01Z" ;; *) fail "created default" "$created" ;; esac
 
+expect "created is normalised at build time like nixpkgs (date -Iseconds)" "2024-01-02T01:04:05+00:00 now" \
+    "$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c["created"], c["mtime"])' "$(q times conf)")"
 ref=$(load times)
 created=$(docker image inspect -f '{{.Created}}' "$ref")
 case "$created" in 2024-01-02T01:04:05Z | 2024-01-02T01:04:05+00:00) ok "created in another time zone is normalised to UTC" ;;
