@@ -172,22 +172,7 @@ fn podman_loads() {
     let archive_path = fx.root.join("image.tar");
     fs::write(&archive_path, fx.stream_to_memory()).unwrap();
     let image = Image::parse(&fs::read(&archive_path).unwrap());
-    let out = run(Command::new("podman")
-        .arg("load")
-        .arg("-i")
-        .arg(&archive_path));
-    // podman qualifies the name (`localhost/…` or `docker.io/library/…`).
-    let loaded = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Loaded image: "))
-        .map(|s| s.split(',').next().unwrap_or(s).trim().to_owned())
-        .unwrap_or_else(|| panic!("podman load printed no image name: {out}"));
-    let _rmi = Cleanup(vec![
-        "podman".into(),
-        "rmi".into(),
-        "-f".into(),
-        loaded.clone(),
-    ]);
+    let (loaded, _rmi) = podman_load(&archive_path);
     assert!(
         loaded.ends_with(&fx.tag),
         "podman loaded {loaded}, want {}",
@@ -203,6 +188,61 @@ fn podman_loads() {
         &loaded,
     ]));
     assert_eq!(json(&layers), Value::from(image.diff_ids.clone()));
+    fx.cleanup();
+}
+
+/// buildLayeredImage's default `compressor = "gz"`: `-o FILE --compress gz`
+/// gives a file `docker load` takes, with the image ID of its tar content.
+#[test]
+fn docker_loads_gzip_archive() {
+    if !tool_works("docker", &["info"]) {
+        skipped("docker_loads_gzip_archive", "no docker daemon");
+        return;
+    }
+    let Some(fx) = Fixture::build("gz") else {
+        return;
+    };
+    let path = fx.root.join("image.tar.gz");
+    fx.stream_to_path(&["--compress", "gz"], &path);
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(fs::File::open(&path).unwrap())
+        .read_to_end(&mut tar)
+        .unwrap();
+    let image = Image::parse(&tar);
+    let _rmi = Cleanup(vec![
+        "docker".into(),
+        "rmi".into(),
+        "-f".into(),
+        fx.tag.clone(),
+    ]);
+    let loaded = run(Command::new("docker").arg("load").arg("-i").arg(&path));
+    assert!(
+        loaded.contains(&format!("Loaded image: {}", fx.tag)),
+        "{loaded}"
+    );
+    let id = run(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", &fx.tag]));
+    assert_eq!(id.trim(), format!("sha256:{}", image.id()), "image ID");
+    fx.cleanup();
+}
+
+/// `compressor = "zstd"`: podman loads the zstd archive (docker 20.10 and
+/// podman 4.3 differ: docker reads gzip but not zstd, podman the reverse).
+#[test]
+fn podman_loads_zstd_archive() {
+    if !tool_works("podman", &["--version"]) {
+        skipped("podman_loads_zstd_archive", "no podman");
+        return;
+    }
+    let Some(fx) = Fixture::build("zstd") else {
+        return;
+    };
+    let path = fx.root.join("image.tar.zst");
+    fx.stream_to_path(&["--compress", "zstd"], &path);
+    let tar = zstd::decode_all(fs::File::open(&path).unwrap()).unwrap();
+    let image = Image::parse(&tar);
+    let (loaded, _rmi) = podman_load(&path);
+    let id = run(Command::new("podman").args(["image", "inspect", "--format", "{{.Id}}", &loaded]));
+    assert_eq!(id.trim(), image.id(), "image ID");
     fx.cleanup();
 }
 
@@ -384,6 +424,18 @@ impl Fixture {
         let out = self.streamer().output().unwrap();
         self.check_streamed(out.status);
         out.stdout
+    }
+
+    /// Streams the image with `-o path` and extra streamer `args`.
+    fn stream_to_path(&self, args: &[&str], path: &Path) {
+        let status = self
+            .streamer()
+            .args(args)
+            .arg("-o")
+            .arg(path)
+            .status()
+            .unwrap();
+        self.check_streamed(status);
     }
 
     /// Streams the image (with extra streamer `args`) through a pipe into
@@ -645,6 +697,24 @@ fn run_bytes(cmd: &mut Command) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// `podman load -i path`: the name podman gave the image (it qualifies it,
+/// `localhost/…` or `docker.io/library/…`) and a guard that removes it.
+fn podman_load(path: &Path) -> (String, Cleanup) {
+    let out = run(Command::new("podman").arg("load").arg("-i").arg(path));
+    let loaded = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .map(|s| s.split(',').next().unwrap_or(s).trim().to_owned())
+        .unwrap_or_else(|| panic!("podman load printed no image name: {out}"));
+    let guard = Cleanup(vec![
+        "podman".into(),
+        "rmi".into(),
+        "-f".into(),
+        loaded.clone(),
+    ]);
+    (loaded, guard)
 }
 
 /// Runs a command when dropped, even when the test panics (image removal).
