@@ -246,6 +246,55 @@ fn podman_loads_zstd_archive() {
     fx.cleanup();
 }
 
+/// containerd's importer (`ctr images import`, what `k3s ctr` and kind's
+/// `load image-archive` use) takes the archive, unpacks its layers (checking
+/// them against the diff_ids) and keeps our config as the image config.
+#[test]
+fn containerd_imports() {
+    let Some(address) = containerd_address() else {
+        skipped("containerd_imports", "no ctr or no containerd socket");
+        return;
+    };
+    let Some(fx) = Fixture::build("ctr") else {
+        return;
+    };
+    let archive_path = fx.root.join("image.tar");
+    fs::write(&archive_path, fx.stream_to_memory()).unwrap();
+    let image = Image::parse(&fs::read(&archive_path).unwrap());
+    // A namespace of our own, emptied and removed afterwards.
+    let ns = format!("sli-interop-{}", std::process::id());
+    let ctr = |args: &[&str]| {
+        let mut cmd = Command::new("ctr");
+        cmd.args(["-a", &address, "-n", &ns]).args(args);
+        cmd
+    };
+    let cleanup = format!(
+        "ctr -a {address} -n {ns} images ls -q | xargs -r ctr -a {address} -n {ns} images rm --sync; \
+         ctr -a {address} -n {ns} content ls -q | xargs -r ctr -a {address} -n {ns} content rm; \
+         ctr -a {address} namespaces rm {ns}"
+    );
+    let _rm = Cleanup(vec!["sh".into(), "-c".into(), cleanup]);
+    run(ctr(&["images", "import"]).arg(&archive_path));
+    let listed = run(&mut ctr(&["images", "ls"]));
+    let name = format!("docker.io/library/{}", fx.tag);
+    let line = listed
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("ctr lists no {name}:\n{listed}"));
+    let manifest_digest = line
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no digest in {line:?}"));
+    let manifest = json(&run(&mut ctr(&["content", "get", manifest_digest])));
+    assert_eq!(
+        manifest["config"]["digest"],
+        Value::from(format!("sha256:{}", image.id())),
+        "config digest"
+    );
+    assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(3));
+    fx.cleanup();
+}
+
 /// `skopeo inspect docker-archive:` reports our layers (count and digests),
 /// and its raw config is byte-identical to ours.
 #[test]
@@ -697,6 +746,20 @@ fn run_bytes(cmd: &mut Command) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// The containerd socket `ctr` should talk to: `$CONTAINERD_ADDRESS`, the
+/// system one, or the one dockerd runs (Debian's docker.io), whichever answers.
+fn containerd_address() -> Option<String> {
+    let candidates = [
+        std::env::var("CONTAINERD_ADDRESS").ok(),
+        Some("/run/containerd/containerd.sock".to_owned()),
+        Some("/run/docker/containerd/containerd.sock".to_owned()),
+    ];
+    candidates.into_iter().flatten().find(|a| {
+        Path::new(a).exists()
+            && tool_works("ctr", &["-a", a, "--timeout", "5s", "namespaces", "ls"])
+    })
 }
 
 /// `podman load -i path`: the name podman gave the image (it qualifies it,
