@@ -1,6 +1,7 @@
 //! Interop: the images we stream are accepted by the tools users feed them
 //! to (issue 2, item 10) — `docker load` + `docker run`, `podman load`,
-//! `skopeo inspect`/`copy`, and `umoci unpack` of the copied OCI image.
+//! containerd's `ctr images import`, `skopeo inspect`/`copy`, and `umoci
+//! unpack` of the copied OCI image; plain, gzip and zstd archives.
 //!
 //! The fixture is the smallest runnable Nix-style image: a store path holding
 //! Debian's static busybox, a second store path with a script, a long
