@@ -116,6 +116,10 @@ enum Shape {
     Object,
     OptObject,
     OptLayers,
+    Count,
+    Flag,
+    Texts,
+    Any,
 }
 
 /// The conf's fields and shapes, checked before serde so that a wrong type
@@ -140,11 +144,33 @@ const FIELDS: &[(&str, Shape)] = &[
 ];
 
 fn check_shape(value: &serde_json::Value) -> Result<()> {
-    use serde_json::Value;
     let Some(obj) = value.as_object() else {
         bail!("must be a JSON object, not {}", brief(value));
     };
-    for (key, shape) in FIELDS {
+    check_fields(obj, FIELDS, "")?;
+    if let Some(layering) = obj.get("layering").and_then(|l| l.as_object()) {
+        check_fields(layering, LAYERING_FIELDS, "layering.")?;
+    }
+    Ok(())
+}
+
+/// The `layering` object's fields (see `layering::Spec`), checked the same
+/// way so that `layering.max_layers: -3` is reported by its name.
+const LAYERING_FIELDS: &[(&str, Shape)] = &[
+    ("graph", Shape::Text),
+    ("exclude_paths", Shape::Texts),
+    ("max_layers", Shape::Count),
+    ("pipeline", Shape::Any),
+    ("debug", Shape::Flag),
+];
+
+fn check_fields(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    fields: &[(&str, Shape)],
+    prefix: &str,
+) -> Result<()> {
+    use serde_json::Value;
+    for (key, shape) in fields {
         let Some(v) = obj.get(*key) else { continue };
         let (ok, wanted) = match shape {
             Shape::Text => (v.is_string(), "a string"),
@@ -166,9 +192,20 @@ fn check_shape(value: &serde_json::Value) -> Result<()> {
                     }),
                 "a list of lists of store paths",
             ),
+            Shape::Count => (
+                v.as_u64().is_some_and(|n| usize::try_from(n).is_ok()),
+                "a non-negative integer",
+            ),
+            Shape::Flag => (v.is_boolean(), "true or false"),
+            Shape::Texts => (
+                v.as_array()
+                    .is_some_and(|ps| ps.iter().all(Value::is_string)),
+                "a list of strings",
+            ),
+            Shape::Any => (true, "anything"),
         };
         if !ok {
-            bail!("`{key}` must be {wanted}, not {}", brief(v));
+            bail!("`{prefix}{key}` must be {wanted}, not {}", brief(v));
         }
     }
     Ok(())
@@ -234,6 +271,26 @@ mod tests {
             let err = Conf::parse(v.to_string().as_bytes()).unwrap_err();
             assert!(
                 format!("{err:#}").contains(&format!("`{field}` must be")),
+                "{field}: {err:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_layering_types_name_the_field() {
+        for (field, bad) in [
+            ("max_layers", "-3"),
+            ("max_layers", "\"100\""),
+            ("graph", "7"),
+            ("exclude_paths", "[1]"),
+            ("debug", "\"yes\""),
+        ] {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&minimal(r#", "layering": {"graph": "/g"}"#)).unwrap();
+            v["layering"][field] = serde_json::from_str(bad).unwrap();
+            let err = Conf::parse(v.to_string().as_bytes()).unwrap_err();
+            assert!(
+                format!("{err:#}").contains(&format!("`layering.{field}` must be")),
                 "{field}: {err:#}"
             );
         }

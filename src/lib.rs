@@ -27,6 +27,7 @@ pub mod cli;
 pub mod conf;
 pub mod customisation;
 pub mod digest;
+pub mod escape;
 pub mod graph;
 pub mod image;
 pub mod layer;

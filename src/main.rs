@@ -14,6 +14,7 @@ use stream_layered_image::base_image::{merge_config, BaseImage};
 use stream_layered_image::cli::Cli;
 use stream_layered_image::conf::Conf;
 use stream_layered_image::customisation::Customisation;
+use stream_layered_image::escape::one_line;
 use stream_layered_image::image::IsoTime;
 use stream_layered_image::layering;
 use stream_layered_image::output::Output;
@@ -121,9 +122,4 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
-}
-
-/// Errors are one line even when a name in them holds a newline.
-fn one_line(text: &str) -> String {
-    text.replace('\n', "\\n")
 }

@@ -27,6 +27,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use crate::escape::one_line;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
@@ -361,19 +362,6 @@ fn check_config_env(config: &Value, config_name: &str) -> Result<()> {
         Some(Value::Array(a)) if a.iter().all(Value::is_string) => Ok(()),
         Some(_) => bail!("image config {config_name}: config.Env is not a list of strings"),
     }
-}
-
-/// `text` with control characters (newlines …) escaped.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// Hands out exactly `left` bytes and turns an early end into an error.
