@@ -10,7 +10,8 @@
 //! and peak RSS ≤ 32 MiB on every store.
 //!
 //! Method: warm cache (no root to drop caches, so every contender runs once
-//! untimed first), then floor and ours alternate N times; the best wall time
+//! untimed first; ours twice, checking both runs give the same bytes), then
+//! floor and ours alternate N times; the best wall time
 //! of each is kept, peak RSS is the largest seen. Nothing here asserts a
 //! time: it prints a table.
 //!
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use common::rusage;
 use common::store::{self, Store};
+use sha2::{Digest, Sha256};
 
 /// The targets.
 const MAX_RATIO: f64 = 1.2;
@@ -221,7 +223,7 @@ fn bench_store(
     // Warm-up, untimed: fills the page cache for everyone and checks that
     // our executable streams this conf at all.
     floor(&store)?;
-    let archive_bytes = archive_size(ours, &store)?;
+    let archive_bytes = deterministic_size(ours, &store)?;
     if let Some(r) = reference {
         stream(r, &store)?;
     }
@@ -301,12 +303,34 @@ fn stream(streamer: &Streamer, store: &Store) -> Result<Sample, String> {
     })
 }
 
-/// An untimed run that counts the archive's bytes.
-fn archive_size(streamer: &Streamer, store: &Store) -> Result<u64, String> {
+/// Two untimed runs (one with a single rayon thread) that must give the
+/// same archive; returns its size. Cheap here, and it catches ordering bugs
+/// that only show with many chunks and layers.
+fn deterministic_size(streamer: &Streamer, store: &Store) -> Result<u64, String> {
+    let (bytes, first) = archive_digest(streamer, store, None)?;
+    let (_, second) = archive_digest(streamer, store, Some("1"))?;
+    if first != second {
+        return Err(format!(
+            "{} on {}: two runs gave different archives (RAYON_NUM_THREADS unset, then 1)",
+            streamer.label, store.name
+        ));
+    }
+    Ok(bytes)
+}
+
+/// An untimed run: the archive's size and sha256.
+fn archive_digest(
+    streamer: &Streamer,
+    store: &Store,
+    rayon_threads: Option<&str>,
+) -> Result<(u64, Vec<u8>), String> {
     let what = format!("{} on {}", streamer.label, store.name);
     let stderr = stderr_file(streamer, store)?;
-    let mut child = streamer
-        .command(store)
+    let mut cmd = streamer.command(store);
+    if let Some(n) = rayon_threads {
+        cmd.env("RAYON_NUM_THREADS", n);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr.1))
         .spawn()
@@ -315,7 +339,8 @@ fn archive_size(streamer: &Streamer, store: &Store) -> Result<u64, String> {
         .stdout
         .take()
         .ok_or_else(|| format!("{what}: no stdout pipe"))?;
-    let bytes = io::copy(&mut out, &mut io::sink()).map_err(|e| format!("{what}: {e}"))?;
+    let mut hasher = HashingSink(Sha256::new());
+    let bytes = io::copy(&mut out, &mut hasher).map_err(|e| format!("{what}: {e}"))?;
     let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
     if !status.success() {
         return Err(format!("{what}: {status}{}", tail(&stderr.0)));
@@ -323,7 +348,21 @@ fn archive_size(streamer: &Streamer, store: &Store) -> Result<u64, String> {
     if bytes == 0 {
         return Err(format!("{what}: wrote nothing"));
     }
-    Ok(bytes)
+    Ok((bytes, hasher.0.finalize().to_vec()))
+}
+
+/// A `Write` that only hashes.
+struct HashingSink(Sha256);
+
+impl io::Write for HashingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Streamer {

@@ -1,6 +1,7 @@
 //! Interop: the images we stream are accepted by the tools users feed them
 //! to (issue 2, item 10) — `docker load` + `docker run`, `podman load`,
-//! `skopeo inspect`/`copy`, and `umoci unpack` of the copied OCI image.
+//! containerd's `ctr images import`, `skopeo inspect`/`copy`, and `umoci
+//! unpack` of the copied OCI image; plain, gzip and zstd archives.
 //!
 //! The fixture is the smallest runnable Nix-style image: a store path holding
 //! Debian's static busybox, a second store path with a script, a long
@@ -172,22 +173,7 @@ fn podman_loads() {
     let archive_path = fx.root.join("image.tar");
     fs::write(&archive_path, fx.stream_to_memory()).unwrap();
     let image = Image::parse(&fs::read(&archive_path).unwrap());
-    let out = run(Command::new("podman")
-        .arg("load")
-        .arg("-i")
-        .arg(&archive_path));
-    // podman qualifies the name (`localhost/…` or `docker.io/library/…`).
-    let loaded = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Loaded image: "))
-        .map(|s| s.split(',').next().unwrap_or(s).trim().to_owned())
-        .unwrap_or_else(|| panic!("podman load printed no image name: {out}"));
-    let _rmi = Cleanup(vec![
-        "podman".into(),
-        "rmi".into(),
-        "-f".into(),
-        loaded.clone(),
-    ]);
+    let (loaded, _rmi) = podman_load(&archive_path);
     assert!(
         loaded.ends_with(&fx.tag),
         "podman loaded {loaded}, want {}",
@@ -203,6 +189,110 @@ fn podman_loads() {
         &loaded,
     ]));
     assert_eq!(json(&layers), Value::from(image.diff_ids.clone()));
+    fx.cleanup();
+}
+
+/// buildLayeredImage's default `compressor = "gz"`: `-o FILE --compress gz`
+/// gives a file `docker load` takes, with the image ID of its tar content.
+#[test]
+fn docker_loads_gzip_archive() {
+    if !tool_works("docker", &["info"]) {
+        skipped("docker_loads_gzip_archive", "no docker daemon");
+        return;
+    }
+    let Some(fx) = Fixture::build("gz") else {
+        return;
+    };
+    let path = fx.root.join("image.tar.gz");
+    fx.stream_to_path(&["--compress", "gz"], &path);
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(fs::File::open(&path).unwrap())
+        .read_to_end(&mut tar)
+        .unwrap();
+    let image = Image::parse(&tar);
+    let _rmi = Cleanup(vec![
+        "docker".into(),
+        "rmi".into(),
+        "-f".into(),
+        fx.tag.clone(),
+    ]);
+    let loaded = run(Command::new("docker").arg("load").arg("-i").arg(&path));
+    assert!(
+        loaded.contains(&format!("Loaded image: {}", fx.tag)),
+        "{loaded}"
+    );
+    let id = run(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", &fx.tag]));
+    assert_eq!(id.trim(), format!("sha256:{}", image.id()), "image ID");
+    fx.cleanup();
+}
+
+/// `compressor = "zstd"`: podman loads the zstd archive (docker 20.10 and
+/// podman 4.3 differ: docker reads gzip but not zstd, podman the reverse).
+#[test]
+fn podman_loads_zstd_archive() {
+    if !tool_works("podman", &["--version"]) {
+        skipped("podman_loads_zstd_archive", "no podman");
+        return;
+    }
+    let Some(fx) = Fixture::build("zstd") else {
+        return;
+    };
+    let path = fx.root.join("image.tar.zst");
+    fx.stream_to_path(&["--compress", "zstd"], &path);
+    let tar = zstd::decode_all(fs::File::open(&path).unwrap()).unwrap();
+    let image = Image::parse(&tar);
+    let (loaded, _rmi) = podman_load(&path);
+    let id = run(Command::new("podman").args(["image", "inspect", "--format", "{{.Id}}", &loaded]));
+    assert_eq!(id.trim(), image.id(), "image ID");
+    fx.cleanup();
+}
+
+/// containerd's importer (`ctr images import`, what `k3s ctr` and kind's
+/// `load image-archive` use) takes the archive, unpacks its layers (checking
+/// them against the diff_ids) and keeps our config as the image config.
+#[test]
+fn containerd_imports() {
+    let Some(address) = containerd_address() else {
+        skipped("containerd_imports", "no ctr or no containerd socket");
+        return;
+    };
+    let Some(fx) = Fixture::build("ctr") else {
+        return;
+    };
+    let archive_path = fx.root.join("image.tar");
+    fs::write(&archive_path, fx.stream_to_memory()).unwrap();
+    let image = Image::parse(&fs::read(&archive_path).unwrap());
+    // A namespace of our own, emptied and removed afterwards.
+    let ns = format!("sli-interop-{}", std::process::id());
+    let ctr = |args: &[&str]| {
+        let mut cmd = Command::new("ctr");
+        cmd.args(["-a", &address, "-n", &ns]).args(args);
+        cmd
+    };
+    let cleanup = format!(
+        "ctr -a {address} -n {ns} images ls -q | xargs -r ctr -a {address} -n {ns} images rm --sync; \
+         ctr -a {address} -n {ns} content ls -q | xargs -r ctr -a {address} -n {ns} content rm; \
+         ctr -a {address} namespaces rm {ns}"
+    );
+    let _rm = Cleanup(vec!["sh".into(), "-c".into(), cleanup]);
+    run(ctr(&["images", "import"]).arg(&archive_path));
+    let listed = run(&mut ctr(&["images", "ls"]));
+    let name = format!("docker.io/library/{}", fx.tag);
+    let line = listed
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("ctr lists no {name}:\n{listed}"));
+    let manifest_digest = line
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no digest in {line:?}"));
+    let manifest = json(&run(&mut ctr(&["content", "get", manifest_digest])));
+    assert_eq!(
+        manifest["config"]["digest"],
+        Value::from(format!("sha256:{}", image.id())),
+        "config digest"
+    );
+    assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(3));
     fx.cleanup();
 }
 
@@ -384,6 +474,18 @@ impl Fixture {
         let out = self.streamer().output().unwrap();
         self.check_streamed(out.status);
         out.stdout
+    }
+
+    /// Streams the image with `-o path` and extra streamer `args`.
+    fn stream_to_path(&self, args: &[&str], path: &Path) {
+        let status = self
+            .streamer()
+            .args(args)
+            .arg("-o")
+            .arg(path)
+            .status()
+            .unwrap();
+        self.check_streamed(status);
     }
 
     /// Streams the image (with extra streamer `args`) through a pipe into
@@ -645,6 +747,38 @@ fn run_bytes(cmd: &mut Command) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// The containerd socket `ctr` should talk to: `$CONTAINERD_ADDRESS`, the
+/// system one, or the one dockerd runs (Debian's docker.io), whichever answers.
+fn containerd_address() -> Option<String> {
+    let candidates = [
+        std::env::var("CONTAINERD_ADDRESS").ok(),
+        Some("/run/containerd/containerd.sock".to_owned()),
+        Some("/run/docker/containerd/containerd.sock".to_owned()),
+    ];
+    candidates.into_iter().flatten().find(|a| {
+        Path::new(a).exists()
+            && tool_works("ctr", &["-a", a, "--timeout", "5s", "namespaces", "ls"])
+    })
+}
+
+/// `podman load -i path`: the name podman gave the image (it qualifies it,
+/// `localhost/…` or `docker.io/library/…`) and a guard that removes it.
+fn podman_load(path: &Path) -> (String, Cleanup) {
+    let out = run(Command::new("podman").arg("load").arg("-i").arg(path));
+    let loaded = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .map(|s| s.split(',').next().unwrap_or(s).trim().to_owned())
+        .unwrap_or_else(|| panic!("podman load printed no image name: {out}"));
+    let guard = Cleanup(vec![
+        "podman".into(),
+        "rmi".into(),
+        "-f".into(),
+        loaded.clone(),
+    ]);
+    (loaded, guard)
 }
 
 /// Runs a command when dropped, even when the test panics (image removal).
