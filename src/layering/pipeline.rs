@@ -335,6 +335,24 @@ impl Sub {
         Sub { verts, adj, why }
     }
 
+    /// The subgraph on the vertices at positions `lo..hi`, in order.
+    fn range(&self, lo: usize, hi: usize, why: String) -> Sub {
+        let adj = self.adj[lo..hi]
+            .iter()
+            .map(|cs| {
+                cs.iter()
+                    .filter(|&&c| (lo..hi).contains(&(c as usize)))
+                    .map(|&c| c - lo as u32)
+                    .collect()
+            })
+            .collect();
+        Sub {
+            verts: self.verts[lo..hi].to_vec(),
+            adj,
+            why,
+        }
+    }
+
     fn reverse_adj(&self) -> Vec<Vec<u32>> {
         let mut rev = vec![Vec::new(); self.len()];
         for (v, cs) in self.adj.iter().enumerate() {
@@ -450,19 +468,7 @@ fn run_step(g: &Graph, step: &Step, value: Value, loc: &str) -> Result<Value> {
         }
         Step::SplitEvery(n) => {
             let s = expect_graph(value, &format!("{loc} (split_every)"), graph_hint)?;
-            let chunks = s.len().div_ceil(*n);
-            Value::List(
-                (0..chunks)
-                    .map(|c| {
-                        let keep: Vec<bool> = (0..s.len()).map(|i| i / n == c).collect();
-                        let why = because(
-                            &s.why,
-                            format!("split_every({n}): chunk {} of {chunks}", c + 1),
-                        );
-                        Value::Graph(s.induced(&keep, why))
-                    })
-                    .collect(),
-            )
+            split_every(s, *n)
         }
         Step::SubcomponentIn(paths) | Step::SubcomponentOut(paths) => {
             let out = matches!(step, Step::SubcomponentOut(_));
@@ -585,6 +591,26 @@ fn popularity_contest(g: &Graph, s: Sub) -> Result<Value> {
             })
             .collect(),
     ))
+}
+
+/// nixpkgs' `split_every`: consecutive runs of `n` vertices (in vertex
+/// order), each as its own subgraph. Each run is cut out on its own, so the
+/// whole split costs O(paths + references) whatever `n` is.
+fn split_every(s: Sub, n: usize) -> Value {
+    let chunks = s.len().div_ceil(n);
+    Value::List(
+        (0..chunks)
+            .map(|c| {
+                let lo = c * n;
+                let hi = lo.saturating_add(n).min(s.len());
+                let why = because(
+                    &s.why,
+                    format!("split_every({n}): chunk {} of {chunks}", c + 1),
+                );
+                Value::Graph(s.range(lo, hi, why))
+            })
+            .collect(),
+    )
 }
 
 /// The first `n - 1` items as they are, the rest merged into one graph.
@@ -721,6 +747,33 @@ mod tests {
             ])
         );
         assert_eq!(steps[8], Step::RemovePaths(vec!["/a".into()]));
+    }
+
+    /// split_every's runs are the induced subgraphs of consecutive vertices:
+    /// edges inside a run kept (renumbered), edges leaving it dropped.
+    #[test]
+    fn split_every_runs_are_induced_subgraphs() {
+        let s = Sub {
+            verts: vec![10, 11, 12, 13, 14],
+            adj: vec![vec![1, 3], vec![2], vec![3, 4], vec![4], vec![]],
+            why: String::new(),
+        };
+        let Value::List(parts) = split_every(s.clone(), 2) else {
+            panic!("split_every gives a list");
+        };
+        assert_eq!(parts.len(), 3);
+        for (c, part) in parts.iter().enumerate() {
+            let Value::Graph(got) = part else {
+                panic!("each part is a graph");
+            };
+            let keep: Vec<bool> = (0..5).map(|i| i / 2 == c).collect();
+            let want = s.induced(&keep, String::new());
+            assert_eq!(
+                (&got.verts, &got.adj),
+                (&want.verts, &want.adj),
+                "chunk {c}"
+            );
+        }
     }
 
     fn err(p: Json) -> String {
