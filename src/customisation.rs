@@ -84,12 +84,7 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((hex, size))
+    Ok((crate::digest::hex(&hasher.finalize()), size))
 }
 
 /// "is missing" reads better than "No such file or directory (os error 2)".
