@@ -173,14 +173,15 @@ fn say(job: &Job, line: std::fmt::Arguments) {
     }
 }
 
-/// `<N>/layer.tar`, unless a base layer already uses that name.
+/// `<N>/layer.tar`, unless a base layer already uses that name; then
+/// `sli-<N>/layer.tar`, `sli-sli-<N>/layer.tar` … (base member names come
+/// from an arbitrary archive, so any one name may be taken).
 fn member_name(num: usize, taken: &HashSet<String>) -> String {
-    let plain = format!("{num}/layer.tar");
-    if taken.contains(&plain) {
-        format!("sli-{num}/layer.tar")
-    } else {
-        plain
+    let mut dir = num.to_string();
+    while taken.contains(&format!("{dir}/layer.tar")) {
+        dir.insert_str(0, "sli-");
     }
+    format!("{dir}/layer.tar")
 }
 
 fn member_header<W: Write + Send + 'static>(
@@ -251,4 +252,21 @@ fn write_customisation<W: Write + Send + 'static>(
     aw.copy_exact(&mut f, c.size, &c.layer_tar)?;
     aw.end_hashed()?;
     aw.write_zeros(tar::padding(c.size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names_avoid_every_base_member() {
+        let none = HashSet::new();
+        assert_eq!(member_name(3, &none), "3/layer.tar");
+        let taken: HashSet<String> = ["3/layer.tar", "sli-3/layer.tar"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(member_name(3, &taken), "sli-sli-3/layer.tar");
+        assert_eq!(member_name(4, &taken), "4/layer.tar");
+    }
 }
