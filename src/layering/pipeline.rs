@@ -478,31 +478,7 @@ fn run_step(g: &Graph, step: &Step, value: Value, loc: &str) -> Result<Value> {
                 "subcomponent_in"
             };
             let s = expect_graph(value, &format!("{loc} ({op})"), graph_hint)?;
-            let starts = s.find(g, paths);
-            let main = if out {
-                reach_mask(&s.adj, starts)
-            } else {
-                reach_mask(&s.reverse_adj(), starts)
-            };
-            let rest: Vec<bool> = main.iter().map(|m| !m).collect();
-            let what = if out {
-                "their dependencies"
-            } else {
-                "their dependents"
-            };
-            Value::Dict(vec![
-                (
-                    "main".into(),
-                    Value::Graph(s.induced(
-                        &main,
-                        because(&s.why, format!("{op} main: the given paths and {what}")),
-                    )),
-                ),
-                (
-                    "rest".into(),
-                    Value::Graph(s.induced(&rest, because(&s.why, format!("{op} rest")))),
-                ),
-            ])
+            subcomponent(g, s, paths, out)
         }
         Step::SplitPaths(specs) => {
             let s = expect_graph(value, &format!("{loc} (split_paths)"), graph_hint)?;
@@ -591,6 +567,30 @@ fn popularity_contest(g: &Graph, s: Sub) -> Result<Value> {
             })
             .collect(),
     ))
+}
+
+/// nixpkgs' `subcomponent_out` (`out`) or `subcomponent_in`: `main` holds
+/// the given paths and everything they reach (out) or that reaches them
+/// (in), `rest` the other paths; both in the current vertex order.
+fn subcomponent(g: &Graph, s: Sub, paths: &[String], out: bool) -> Value {
+    let starts = s.find(g, paths);
+    let (main, op, what) = if out {
+        (
+            reach_mask(&s.adj, starts),
+            "subcomponent_out",
+            "their dependencies",
+        )
+    } else {
+        let main = reach_mask(&s.reverse_adj(), starts);
+        (main, "subcomponent_in", "their dependents")
+    };
+    let rest: Vec<bool> = main.iter().map(|m| !m).collect();
+    let main_why = because(&s.why, format!("{op} main: the given paths and {what}"));
+    let rest_why = because(&s.why, format!("{op} rest"));
+    Value::Dict(vec![
+        ("main".into(), Value::Graph(s.induced(&main, main_why))),
+        ("rest".into(), Value::Graph(s.induced(&rest, rest_why))),
+    ])
 }
 
 /// nixpkgs' `split_every`: consecutive runs of `n` vertices (in vertex
