@@ -462,6 +462,11 @@ fn run_step(g: &Graph, step: &Step, value: Value, loc: &str) -> Result<Value> {
             let loc = format!("{loc} (popularity_contest)");
             popularity_contest(g, expect_graph(value, &loc, graph_hint)?)?
         }
+        // `parse` only makes positive counts, but `Step` is public: a zero
+        // from a library caller is an error, not a division by zero.
+        Step::LimitLayers(0) | Step::SplitEvery(0) => {
+            bail!("{loc}: limit_layers and split_every need a positive count, got 0")
+        }
         Step::LimitLayers(n) => {
             let loc = format!("{loc} (limit_layers)");
             limit_layers(*n, expect_list(value, &loc)?, &loc)?
@@ -773,6 +778,15 @@ mod tests {
                 (&want.verts, &want.adj),
                 "chunk {c}"
             );
+        }
+    }
+
+    #[test]
+    fn zero_counts_built_by_hand_are_errors() {
+        let g = Graph::default();
+        for step in [Step::SplitEvery(0), Step::LimitLayers(0)] {
+            let e = format!("{:#}", run(&g, &HashSet::new(), &[step]).unwrap_err());
+            assert!(e.contains("positive count"), "{e}");
         }
     }
 
