@@ -169,7 +169,7 @@ fn write_config_and_manifest<W: Write + Send + 'static>(
 
 fn say(job: &Job, line: std::fmt::Arguments) {
     if job.progress {
-        eprintln!("{line}");
+        crate::escape::to_stderr(&format!("{line}\n"));
     }
 }
 
