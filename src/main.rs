@@ -108,7 +108,16 @@ fn run(cli: &Cli) -> Result<Summary> {
 /// The store layers: the conf's `store_layers`, or decided from the graph.
 fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Vec<Vec<String>>> {
     match (&conf.store_layers, &conf.layering) {
-        (Some(layers), _) => Ok(layers.clone()),
+        (Some(layers), _) => {
+            if explain {
+                // Say so rather than ignore the flag the user asked for.
+                to_stderr(
+                    "stream-layered-image: --explain-layers: this conf has `store_layers`, \
+                     decided when the image was built; there is nothing to explain\n",
+                );
+            }
+            Ok(layers.clone())
+        }
         (None, Some(spec)) => {
             let spec = layering::Spec {
                 debug: spec.debug || explain,
