@@ -655,12 +655,16 @@ fn limit_layers(n: usize, items: Vec<Value>, loc: &str) -> Result<Value> {
 /// common (reached from both sides) and rest, with edges into the selected
 /// paths cut.
 fn split_paths(g: &Graph, s: Sub, specs: &[SplitSpec]) -> Value {
+    // One index for all selectors: building it per selector made a long
+    // list of paths cost O(paths x selectors).
+    let local = local_index(&s.verts);
+    let at = |p: &String| g.index_of(p).and_then(|v| local.get(&v).copied());
     let mut selected: Vec<u32> = Vec::new();
     for spec in specs {
         match spec {
-            SplitSpec::Path(p) => selected.extend(s.find(g, std::slice::from_ref(p))),
+            SplitSpec::Path(p) => selected.extend(at(p)),
             SplitSpec::ChildrenOf(ps) => {
-                for v in s.find(g, ps) {
+                for v in ps.iter().filter_map(at) {
                     selected.extend(&s.adj[v as usize]);
                 }
             }
