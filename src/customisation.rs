@@ -7,6 +7,12 @@
 //! uses it as the layer's diff_id without looking at `layer.tar`. We also
 //! check that it is hex and that it matches `layer.tar`'s sha256, since a
 //! wrong diff_id makes `docker load` reject the whole image.
+//!
+//! Checking before the image starts means a bad layer fails before any
+//! output, but costs a read of `layer.tar`; a layer of up to
+//! [`KEEP_BYTES`] (the usual symlink farm and `/etc` files) is kept from
+//! that read and streamed from memory, so its bytes are read once. A
+//! bigger one is read again while streaming, and hashed again there.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -14,6 +20,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
+
+/// Largest `layer.tar` kept in memory from the checking read.
+pub const KEEP_BYTES: u64 = 8 << 20;
 
 /// A checked customisation layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +33,19 @@ pub struct Customisation {
     pub diff_id: String,
     /// Size of `layer.tar` in bytes.
     pub size: u64,
+    /// `layer.tar`'s bytes as checked, when at most [`KEEP_BYTES`].
+    kept: Option<Vec<u8>>,
 }
 
 impl Customisation {
     /// Opens `dir`, reads `checksum` and verifies it against `layer.tar`.
     /// Errors read `customisation layer PATH: problem`.
     pub fn open(dir: &Path) -> Result<Customisation> {
+        Customisation::open_keeping(dir, KEEP_BYTES)
+    }
+
+    /// [`Customisation::open`], keeping `layer.tar` if at most `keep` bytes.
+    pub fn open_keeping(dir: &Path, keep: u64) -> Result<Customisation> {
         ensure!(
             dir.is_dir(),
             "customisation layer {}: is not a directory",
@@ -39,7 +55,7 @@ impl Customisation {
         let layer_tar = dir.join("layer.tar");
         let expected = read_checksum(&checksum_path)
             .with_context(|| format!("customisation layer {}", checksum_path.display()))?;
-        let (actual, size) = hash_file(&layer_tar)
+        let (actual, size, kept) = hash_file(&layer_tar, keep)
             .with_context(|| format!("customisation layer {}", layer_tar.display()))?;
         if !expected.eq_ignore_ascii_case(&actual) {
             bail!(
@@ -51,7 +67,13 @@ impl Customisation {
             layer_tar,
             diff_id: format!("sha256:{actual}"),
             size,
+            kept,
         })
+    }
+
+    /// `layer.tar`'s bytes, if small enough to have been kept when checked.
+    pub fn kept(&self) -> Option<&[u8]> {
+        self.kept.as_deref()
     }
 }
 
@@ -68,14 +90,16 @@ fn read_checksum(path: &Path) -> Result<String> {
     Ok(digest.to_owned())
 }
 
-/// sha256 (lowercase hex) and size of a regular file, read in chunks.
-fn hash_file(path: &Path) -> Result<(String, u64)> {
+/// sha256 (lowercase hex) and size of a regular file, read in chunks, and
+/// its bytes if there are at most `keep` of them.
+fn hash_file(path: &Path, keep: u64) -> Result<(String, u64, Option<Vec<u8>>)> {
     let meta = std::fs::metadata(path).map_err(describe_io)?;
     ensure!(meta.is_file(), "is not a regular file");
     let mut file = File::open(path).map_err(describe_io)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
+    let mut kept = (meta.len() <= keep).then(Vec::new);
     loop {
         let n = file.read(&mut buf).context("cannot read")?;
         if n == 0 {
@@ -83,13 +107,15 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
         }
         hasher.update(&buf[..n]);
         size += n as u64;
+        // A file that grew past `keep` while read is simply not kept.
+        if size > keep {
+            kept = None;
+        }
+        if let Some(k) = kept.as_mut() {
+            k.extend_from_slice(&buf[..n]);
+        }
     }
-    let hex: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((hex, size))
+    Ok((crate::digest::hex(&hasher.finalize()), size, kept))
 }
 
 /// "is missing" reads better than "No such file or directory (os error 2)".
@@ -161,6 +187,16 @@ mod tests {
         assert_eq!(c.diff_id, format!("sha256:{}", digest()));
         assert_eq!(c.size, LAYER.len() as u64);
         assert_eq!(c.layer_tar, dir.join("layer.tar"));
+    }
+
+    #[test]
+    fn small_layer_is_kept_from_the_checking_read() {
+        let dir = dir_with(Some(digest().as_bytes()), Some(LAYER));
+        let c = Customisation::open(&dir).unwrap();
+        assert_eq!(c.kept(), Some(LAYER));
+        let c = Customisation::open_keeping(&dir, LAYER.len() as u64 - 1).unwrap();
+        assert_eq!(c.kept(), None, "one byte over the limit is read again");
+        assert_eq!(c.diff_id, format!("sha256:{}", digest()));
     }
 
     #[test]

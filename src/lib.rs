@@ -17,9 +17,14 @@
 //!    the customisation layer.
 //! 5. [`layer`] walks store paths into tar entries, sizes them from metadata
 //!    and streams them through [`tar`] while [`digest`] hashes the bytes.
-//! 6. [`image`] builds the image configuration and manifest; [`archive`]
-//!    writes the outer docker-archive; [`output`] handles stdout, `-o` files
-//!    and compression.
+//! 6. [`image`] builds the image configuration and manifest (in Python's
+//!    JSON text, [`pyjson`]); [`archive`] writes the outer docker-archive;
+//!    [`output`] handles stdout, `-o` files and compression.
+//!
+//! [`stream`] runs steps 5 and 6 in nixpkgs' order for one image; the
+//! executable (`main.rs`) parses the command line ([`cli`]), runs steps 1
+//! to 4 and hands the result to [`stream`]. [`escape`] keeps messages on
+//! stderr one line each and never fatal.
 
 pub mod archive;
 pub mod base_image;

@@ -14,7 +14,7 @@ use stream_layered_image::base_image::{merge_config, BaseImage};
 use stream_layered_image::cli::Cli;
 use stream_layered_image::conf::Conf;
 use stream_layered_image::customisation::Customisation;
-use stream_layered_image::escape::one_line;
+use stream_layered_image::escape::{one_line, to_stderr};
 use stream_layered_image::image::IsoTime;
 use stream_layered_image::layering;
 use stream_layered_image::output::Output;
@@ -27,23 +27,28 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(s) => {
             if !cli.quiet {
-                eprintln!(
-                    "stream-layered-image: {} layers ({} new), {:.1} MiB, image {}, in {:.2} s",
+                to_stderr(&format!(
+                    "stream-layered-image: {} layers ({} new), {:.1} MiB, image {}, in {:.2} s\n",
                     s.layers,
                     s.new_layers,
                     s.bytes as f64 / (1024.0 * 1024.0),
                     s.image_id,
                     started.elapsed().as_secs_f64()
-                );
+                ));
             }
             ExitCode::SUCCESS
         }
         Err(e) if is_broken_pipe(&e) => {
-            eprintln!("stream-layered-image: output closed early (broken pipe); image incomplete");
+            to_stderr(
+                "stream-layered-image: output closed early (broken pipe); image incomplete\n",
+            );
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("stream-layered-image: {}", one_line(&format!("{e:#}")));
+            to_stderr(&format!(
+                "stream-layered-image: {}\n",
+                one_line(&format!("{e:#}"))
+            ));
             ExitCode::from(1)
         }
     }
@@ -103,7 +108,16 @@ fn run(cli: &Cli) -> Result<Summary> {
 /// The store layers: the conf's `store_layers`, or decided from the graph.
 fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Vec<Vec<String>>> {
     match (&conf.store_layers, &conf.layering) {
-        (Some(layers), _) => Ok(layers.clone()),
+        (Some(layers), _) => {
+            if explain {
+                // Say so rather than ignore the flag the user asked for.
+                to_stderr(
+                    "stream-layered-image: --explain-layers: this conf has `store_layers`, \
+                     decided when the image was built; there is nothing to explain\n",
+                );
+            }
+            Ok(layers.clone())
+        }
         (None, Some(spec)) => {
             let spec = layering::Spec {
                 debug: spec.debug || explain,

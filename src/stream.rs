@@ -70,7 +70,7 @@ pub fn write_image<W: Write + Send + 'static>(job: &Job, out: W) -> Result<(W, S
         paths: vec![job.customisation_dir.to_owned()],
         member: member_name(num, &taken),
     };
-    write_customisation(job, &custom.member, &mut aw)?;
+    write_customisation(job.customisation, &custom.member, job.owner.mtime, &mut aw)?;
     pending.push(custom);
     infos.extend(with_digests(job, pending, &aw.digests()?)?);
 
@@ -169,18 +169,19 @@ fn write_config_and_manifest<W: Write + Send + 'static>(
 
 fn say(job: &Job, line: std::fmt::Arguments) {
     if job.progress {
-        eprintln!("{line}");
+        crate::escape::to_stderr(&format!("{line}\n"));
     }
 }
 
-/// `<N>/layer.tar`, unless a base layer already uses that name.
+/// `<N>/layer.tar`, unless a base layer already uses that name; then
+/// `sli-<N>/layer.tar`, `sli-sli-<N>/layer.tar` … (base member names come
+/// from an arbitrary archive, so any one name may be taken).
 fn member_name(num: usize, taken: &HashSet<String>) -> String {
-    let plain = format!("{num}/layer.tar");
-    if taken.contains(&plain) {
-        format!("sli-{num}/layer.tar")
-    } else {
-        plain
+    let mut dir = num.to_string();
+    while taken.contains(&format!("{dir}/layer.tar")) {
+        dir.insert_str(0, "sli-");
     }
+    format!("{dir}/layer.tar")
 }
 
 fn member_header<W: Write + Send + 'static>(
@@ -236,19 +237,62 @@ fn write_base_layers<W: Write + Send + 'static>(
         .collect())
 }
 
-/// The customisation layer's `layer.tar`, hashed again on the way so a
-/// file changed since it was checked cannot slip through.
+/// The customisation layer's `layer.tar`, hashed again on the way: from the
+/// bytes kept when it was checked, or read again (a big one), in which case
+/// the hash catches a file changed since.
 fn write_customisation<W: Write + Send + 'static>(
-    job: &Job,
+    c: &Customisation,
     member: &str,
+    mtime: i64,
     aw: &mut ArchiveWriter<W>,
 ) -> Result<()> {
-    let c = job.customisation;
-    let mut f = File::open(&c.layer_tar)
-        .with_context(|| format!("customisation layer {}: cannot open", c.layer_tar.display()))?;
-    member_header(aw, member, c.size, job.owner.mtime)?;
+    member_header(aw, member, c.size, mtime)?;
     aw.begin_hashed()?;
-    aw.copy_exact(&mut f, c.size, &c.layer_tar)?;
+    match c.kept() {
+        Some(bytes) => aw.write_all(bytes)?,
+        None => {
+            let mut f = File::open(&c.layer_tar).with_context(|| {
+                format!("customisation layer {}: cannot open", c.layer_tar.display())
+            })?;
+            aw.copy_exact(&mut f, c.size, &c.layer_tar)?;
+        }
+    }
     aw.end_hashed()?;
     aw.write_zeros(tar::padding(c.size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names_avoid_every_base_member() {
+        let none = HashSet::new();
+        assert_eq!(member_name(3, &none), "3/layer.tar");
+        let taken: HashSet<String> = ["3/layer.tar", "sli-3/layer.tar"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(member_name(3, &taken), "sli-sli-3/layer.tar");
+        assert_eq!(member_name(4, &taken), "4/layer.tar");
+    }
+
+    /// Kept in memory or read again, the customisation member is the same.
+    #[test]
+    fn customisation_member_is_the_same_kept_or_reread() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/customisation");
+        let mut outputs = Vec::new();
+        for keep in [u64::MAX, 0] {
+            let c = Customisation::open_keeping(&dir, keep).unwrap();
+            assert_eq!(c.kept().is_some(), keep > 0);
+            let mut aw = ArchiveWriter::new(Vec::new());
+            write_customisation(&c, "9/layer.tar", 1, &mut aw).unwrap();
+            let digests = aw.digests().unwrap();
+            assert_eq!(digest::diff_id(&digests[0]), c.diff_id);
+            outputs.push(aw.finish().unwrap());
+        }
+        assert!(outputs[0] == outputs[1]);
+        assert_eq!(outputs[0].len() as u64 % tar::BLOCK, 0);
+    }
 }

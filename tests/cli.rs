@@ -248,6 +248,23 @@ fn output_file_equals_stdout() {
     assert!(fs::read(&target).unwrap() == stdout);
 }
 
+/// `--explain-layers` on a conf whose layers were decided at build time
+/// says there is nothing to explain instead of silently ignoring the flag,
+/// and the image is the same.
+#[test]
+fn explain_layers_with_store_layers_says_why_it_is_silent() {
+    let dir = Scratch::new("explain");
+    let conf = dir.conf("conf.json", &basic_conf());
+    let plain = stream(&conf, &[]).stdout;
+    let explained = stream(&conf, &["--explain-layers"]);
+    let stderr = String::from_utf8_lossy(&explained.stderr);
+    assert!(
+        stderr.contains("--explain-layers") && stderr.contains("store_layers"),
+        "{stderr}"
+    );
+    assert!(explained.stdout == plain);
+}
+
 #[test]
 fn compressed_outputs_decompress_to_the_same_image() {
     let dir = Scratch::new("compress");

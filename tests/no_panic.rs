@@ -1605,6 +1605,38 @@ fn executable_stops_promptly_when_the_consumer_closes_the_pipe() {
     );
 }
 
+/// stderr may be a pipe its reader closed (`2>&1 | head -1`): progress
+/// and errors are then lost, yet a good run still succeeds (exit 0, whole
+/// image) and a bad one still fails with 1, never a panic (101).
+#[test]
+fn executable_survives_a_closed_stderr() {
+    let s = setup("stderr");
+    let conf = s
+        .dir
+        .write("conf.json", &serde_json::to_vec(&s.conf).unwrap());
+    let missing = s.dir.path("missing.json");
+    for (conf, want) in [(&conf, 0), (&missing, 1)] {
+        let output = s.dir.path("image.tar");
+        let _ = std::fs::remove_file(&output);
+        let mut child = std::process::Command::new(EXE)
+            .arg(conf)
+            .arg("-o")
+            .arg(&output)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(want), "{}", conf.display());
+        if want == 0 {
+            let image = std::fs::read(&output).unwrap();
+            assert!(image_problems(&image).is_ok(), "the image is whole");
+        }
+    }
+}
+
 /// A tar member: raw name and contents.
 type TarMember = (Vec<u8>, Vec<u8>);
 

@@ -4,8 +4,11 @@
 //!
 //! `"now"` is the current UTC time with microseconds, as nixpkgs'
 //! `datetime.now(tz=timezone.utc)`. A time without an offset is naive in
-//! Python; nixpkgs then takes the build's local time zone for the layer
-//! mtime, which in the Nix sandbox is UTC, so we use UTC.
+//! Python, and nixpkgs turns it into the layer mtime in the local time
+//! zone: UTC inside the Nix sandbox (buildLayeredImage), but the user's
+//! zone when streamLayeredImage's script runs on their machine, so the
+//! layer digests would depend on where it runs. We always use UTC: the
+//! same image everywhere, and the sandbox's.
 
 use anyhow::{bail, Context, Result};
 

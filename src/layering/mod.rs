@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::escape::to_stderr;
 use crate::graph::Graph;
 
 /// The `layering` object of the conf: how to layer from the graph.
@@ -170,10 +171,10 @@ pub fn decide(spec: &Spec, store_dir: &str, base_layers: usize) -> Result<Decisi
         pipeline.as_deref(),
     )?;
     if spec.debug {
-        eprint!("{}", decision.explain());
+        to_stderr(&decision.explain());
     } else {
         for w in &decision.warnings {
-            eprintln!("stream-layered-image: warning: {w}");
+            to_stderr(&format!("stream-layered-image: warning: {w}\n"));
         }
     }
     Ok(decision)

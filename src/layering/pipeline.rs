@@ -335,6 +335,24 @@ impl Sub {
         Sub { verts, adj, why }
     }
 
+    /// The subgraph on the vertices at positions `lo..hi`, in order.
+    fn range(&self, lo: usize, hi: usize, why: String) -> Sub {
+        let adj = self.adj[lo..hi]
+            .iter()
+            .map(|cs| {
+                cs.iter()
+                    .filter(|&&c| (lo..hi).contains(&(c as usize)))
+                    .map(|&c| c - lo as u32)
+                    .collect()
+            })
+            .collect();
+        Sub {
+            verts: self.verts[lo..hi].to_vec(),
+            adj,
+            why,
+        }
+    }
+
     fn reverse_adj(&self) -> Vec<Vec<u32>> {
         let mut rev = vec![Vec::new(); self.len()];
         for (v, cs) in self.adj.iter().enumerate() {
@@ -444,25 +462,18 @@ fn run_step(g: &Graph, step: &Step, value: Value, loc: &str) -> Result<Value> {
             let loc = format!("{loc} (popularity_contest)");
             popularity_contest(g, expect_graph(value, &loc, graph_hint)?)?
         }
+        // `parse` only makes positive counts, but `Step` is public: a zero
+        // from a library caller is an error, not a division by zero.
+        Step::LimitLayers(0) | Step::SplitEvery(0) => {
+            bail!("{loc}: limit_layers and split_every need a positive count, got 0")
+        }
         Step::LimitLayers(n) => {
             let loc = format!("{loc} (limit_layers)");
             limit_layers(*n, expect_list(value, &loc)?, &loc)?
         }
         Step::SplitEvery(n) => {
             let s = expect_graph(value, &format!("{loc} (split_every)"), graph_hint)?;
-            let chunks = s.len().div_ceil(*n);
-            Value::List(
-                (0..chunks)
-                    .map(|c| {
-                        let keep: Vec<bool> = (0..s.len()).map(|i| i / n == c).collect();
-                        let why = because(
-                            &s.why,
-                            format!("split_every({n}): chunk {} of {chunks}", c + 1),
-                        );
-                        Value::Graph(s.induced(&keep, why))
-                    })
-                    .collect(),
-            )
+            split_every(s, *n)
         }
         Step::SubcomponentIn(paths) | Step::SubcomponentOut(paths) => {
             let out = matches!(step, Step::SubcomponentOut(_));
@@ -472,31 +483,7 @@ fn run_step(g: &Graph, step: &Step, value: Value, loc: &str) -> Result<Value> {
                 "subcomponent_in"
             };
             let s = expect_graph(value, &format!("{loc} ({op})"), graph_hint)?;
-            let starts = s.find(g, paths);
-            let main = if out {
-                reach_mask(&s.adj, starts)
-            } else {
-                reach_mask(&s.reverse_adj(), starts)
-            };
-            let rest: Vec<bool> = main.iter().map(|m| !m).collect();
-            let what = if out {
-                "their dependencies"
-            } else {
-                "their dependents"
-            };
-            Value::Dict(vec![
-                (
-                    "main".into(),
-                    Value::Graph(s.induced(
-                        &main,
-                        because(&s.why, format!("{op} main: the given paths and {what}")),
-                    )),
-                ),
-                (
-                    "rest".into(),
-                    Value::Graph(s.induced(&rest, because(&s.why, format!("{op} rest")))),
-                ),
-            ])
+            subcomponent(g, s, paths, out)
         }
         Step::SplitPaths(specs) => {
             let s = expect_graph(value, &format!("{loc} (split_paths)"), graph_hint)?;
@@ -587,6 +574,50 @@ fn popularity_contest(g: &Graph, s: Sub) -> Result<Value> {
     ))
 }
 
+/// nixpkgs' `subcomponent_out` (`out`) or `subcomponent_in`: `main` holds
+/// the given paths and everything they reach (out) or that reaches them
+/// (in), `rest` the other paths; both in the current vertex order.
+fn subcomponent(g: &Graph, s: Sub, paths: &[String], out: bool) -> Value {
+    let starts = s.find(g, paths);
+    let (main, op, what) = if out {
+        (
+            reach_mask(&s.adj, starts),
+            "subcomponent_out",
+            "their dependencies",
+        )
+    } else {
+        let main = reach_mask(&s.reverse_adj(), starts);
+        (main, "subcomponent_in", "their dependents")
+    };
+    let rest: Vec<bool> = main.iter().map(|m| !m).collect();
+    let main_why = because(&s.why, format!("{op} main: the given paths and {what}"));
+    let rest_why = because(&s.why, format!("{op} rest"));
+    Value::Dict(vec![
+        ("main".into(), Value::Graph(s.induced(&main, main_why))),
+        ("rest".into(), Value::Graph(s.induced(&rest, rest_why))),
+    ])
+}
+
+/// nixpkgs' `split_every`: consecutive runs of `n` vertices (in vertex
+/// order), each as its own subgraph. Each run is cut out on its own, so the
+/// whole split costs O(paths + references) whatever `n` is.
+fn split_every(s: Sub, n: usize) -> Value {
+    let chunks = s.len().div_ceil(n);
+    Value::List(
+        (0..chunks)
+            .map(|c| {
+                let lo = c * n;
+                let hi = lo.saturating_add(n).min(s.len());
+                let why = because(
+                    &s.why,
+                    format!("split_every({n}): chunk {} of {chunks}", c + 1),
+                );
+                Value::Graph(s.range(lo, hi, why))
+            })
+            .collect(),
+    )
+}
+
 /// The first `n - 1` items as they are, the rest merged into one graph.
 fn limit_layers(n: usize, items: Vec<Value>, loc: &str) -> Result<Value> {
     let mut items = items.into_iter();
@@ -624,12 +655,16 @@ fn limit_layers(n: usize, items: Vec<Value>, loc: &str) -> Result<Value> {
 /// common (reached from both sides) and rest, with edges into the selected
 /// paths cut.
 fn split_paths(g: &Graph, s: Sub, specs: &[SplitSpec]) -> Value {
+    // One index for all selectors: building it per selector made a long
+    // list of paths cost O(paths x selectors).
+    let local = local_index(&s.verts);
+    let at = |p: &String| g.index_of(p).and_then(|v| local.get(&v).copied());
     let mut selected: Vec<u32> = Vec::new();
     for spec in specs {
         match spec {
-            SplitSpec::Path(p) => selected.extend(s.find(g, std::slice::from_ref(p))),
+            SplitSpec::Path(p) => selected.extend(at(p)),
             SplitSpec::ChildrenOf(ps) => {
-                for v in s.find(g, ps) {
+                for v in ps.iter().filter_map(at) {
                     selected.extend(&s.adj[v as usize]);
                 }
             }
@@ -721,6 +756,42 @@ mod tests {
             ])
         );
         assert_eq!(steps[8], Step::RemovePaths(vec!["/a".into()]));
+    }
+
+    /// split_every's runs are the induced subgraphs of consecutive vertices:
+    /// edges inside a run kept (renumbered), edges leaving it dropped.
+    #[test]
+    fn split_every_runs_are_induced_subgraphs() {
+        let s = Sub {
+            verts: vec![10, 11, 12, 13, 14],
+            adj: vec![vec![1, 3], vec![2], vec![3, 4], vec![4], vec![]],
+            why: String::new(),
+        };
+        let Value::List(parts) = split_every(s.clone(), 2) else {
+            panic!("split_every gives a list");
+        };
+        assert_eq!(parts.len(), 3);
+        for (c, part) in parts.iter().enumerate() {
+            let Value::Graph(got) = part else {
+                panic!("each part is a graph");
+            };
+            let keep: Vec<bool> = (0..5).map(|i| i / 2 == c).collect();
+            let want = s.induced(&keep, String::new());
+            assert_eq!(
+                (&got.verts, &got.adj),
+                (&want.verts, &want.adj),
+                "chunk {c}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_counts_built_by_hand_are_errors() {
+        let g = Graph::default();
+        for step in [Step::SplitEvery(0), Step::LimitLayers(0)] {
+            let e = format!("{:#}", run(&g, &HashSet::new(), &[step]).unwrap_err());
+            assert!(e.contains("positive count"), "{e}");
+        }
     }
 
     fn err(p: Json) -> String {
