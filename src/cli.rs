@@ -78,9 +78,31 @@ pub struct Cli {
     pub explain_layers: bool,
 }
 
+impl Cli {
+    /// The repo tag to use: `-t`, else the conf's. An empty `-t ""` falls
+    /// back too, as nixpkgs' `args.repo_tag or conf["repo_tag"]` does.
+    pub fn repo_tag_or<'a>(&'a self, conf_repo_tag: &'a str) -> &'a str {
+        self.repo_tag
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .unwrap_or(conf_repo_tag)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_repo_tag_falls_back_to_the_conf() {
+        let tag = |args: &[&str]| {
+            let c = Cli::try_parse_from(args).unwrap();
+            c.repo_tag_or("conf:tag").to_owned()
+        };
+        assert_eq!(tag(&["x", "c.json"]), "conf:tag");
+        assert_eq!(tag(&["x", "c.json", "-t", ""]), "conf:tag");
+        assert_eq!(tag(&["x", "c.json", "-t", "a:b"]), "a:b");
+    }
 
     #[test]
     fn nixpkgs_style_arguments() {

@@ -94,7 +94,7 @@ fn run(cli: &Cli) -> Result<Summary> {
         variant: conf.variant.as_deref(),
         os: &conf.os,
         config: &config,
-        repo_tag: cli.repo_tag.as_deref().unwrap_or(&conf.repo_tag),
+        repo_tag: cli.repo_tag_or(&conf.repo_tag),
         progress: !cli.quiet,
     };
     // `-o -` is stdout, as usual for Unix tools.
