@@ -136,6 +136,19 @@ pub fn stream<W: std::io::Write + Send + 'static>(
     Ok(())
 }
 
+/// Checks every layer's store paths before the image starts: each inside
+/// the store directory and present. A missing path (garbage-collected, a
+/// wrong `store_dir`) then fails before any output, instead of after the
+/// layers before it were streamed into `docker load`. One `lstat` per path.
+pub fn check_paths(layers: &[Vec<String>], store_dir: &str) -> Result<()> {
+    for p in layers.iter().flatten() {
+        let disk = checked_store_path(p, store_dir)?;
+        let path = Path::new(OsStr::from_bytes(&disk));
+        fs::symlink_metadata(path).with_context(|| format!("store path {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// The normalised on-disk path of a store path, which must lie inside the
 /// store directory (nixpkgs asserts `path.startswith(store_dir)`; we check
 /// whole components so `/nix/store-x` is not inside `/nix/store`).

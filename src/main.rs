@@ -1,7 +1,7 @@
 //! The `stream-layered-image` executable: conf in, docker-archive out.
 //! Reads like the pipeline: parse the command line, load the conf, open the
-//! base image, decide the layers, check the customisation layer, open the
-//! output, stream the image, commit the output.
+//! base image, decide the layers and check their store paths, check the
+//! customisation layer, open the output, stream the image, commit the output.
 
 use std::io;
 use std::process::ExitCode;
@@ -16,10 +16,10 @@ use stream_layered_image::conf::Conf;
 use stream_layered_image::customisation::Customisation;
 use stream_layered_image::escape::{one_line, to_stderr};
 use stream_layered_image::image::IsoTime;
-use stream_layered_image::layering;
 use stream_layered_image::output::Output;
 use stream_layered_image::stream::{self, Job, Summary};
 use stream_layered_image::tar::Owner;
+use stream_layered_image::{layer, layering};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -76,6 +76,7 @@ fn run(cli: &Cli) -> Result<Summary> {
         .transpose()?;
     let base_count = base.as_ref().map_or(0, |b| b.layers().len());
     let store_layers = decide_layers(&conf, base_count, cli.explain_layers)?;
+    layer::check_paths(&store_layers, &conf.store_dir)?;
     let customisation = Customisation::open(&conf.customisation_layer)?;
     let config = match &base {
         Some(b) => merge_config(&b.config()["config"], &conf.config),

@@ -93,6 +93,22 @@ fn store_path_missing() {
     );
 }
 
+/// A missing path in the last layer fails before any byte is written, so
+/// `docker load` is not fed the layers before it.
+#[test]
+fn store_path_missing_in_a_later_layer_writes_nothing() {
+    let dir = Scratch::new("missing-later");
+    let mut conf = basic_conf();
+    let missing = "/tmp/sli-fixture/store/0000-not-there";
+    let mut layers = conf["store_layers"].as_array().unwrap().clone();
+    assert!(!layers.is_empty());
+    layers.push(json!([missing]));
+    conf["store_layers"] = Value::Array(layers);
+    let out = run_conf(&dir, &conf, &[]);
+    one_line_error(&out, missing);
+    assert!(out.stdout.is_empty(), "{} bytes written", out.stdout.len());
+}
+
 #[test]
 fn store_path_outside_store_dir() {
     let dir = Scratch::new("outside");
