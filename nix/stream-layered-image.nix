@@ -234,10 +234,9 @@ let
             gname
             variant
             ;
-          # nixpkgs accepts `config = null` (its manual's type is "Attribute
-          # Set or Null"); the executable wants an object, and an empty
-          # one means the same to Docker and podman.
-          config = if config == null then { } else config;
+          # `config = null` is allowed (the manual's type is "Attribute Set
+          # or Null") and, as in nixpkgs, written as `"config": null`.
+          inherit config;
           os = "linux";
           store_dir = storeDir;
           from_image = if fromImage == null then null else "${fromImage}";

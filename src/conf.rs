@@ -140,7 +140,7 @@ const FIELDS: &[(&str, Shape)] = &[
     ("architecture", Shape::Text),
     ("variant", Shape::OptText),
     ("os", Shape::Text),
-    ("config", Shape::Object),
+    ("config", Shape::OptObject),
 ];
 
 fn check_shape(value: &serde_json::Value) -> Result<()> {
@@ -238,6 +238,12 @@ mod tests {
         let c = Conf::parse(minimal(r#", "store_layers": []"#).as_bytes()).unwrap();
         assert_eq!((c.uid, c.gid), (0, 1000));
         assert_eq!(c.store_dir, "/nix/store");
+    }
+
+    #[test]
+    fn null_config_is_accepted_as_nixpkgs_allows_it() {
+        let s = minimal(r#", "store_layers": []"#).replace(r#""config": {}"#, r#""config": null"#);
+        assert!(Conf::parse(s.as_bytes()).unwrap().config.is_null());
     }
 
     #[test]

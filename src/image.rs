@@ -76,6 +76,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn null_config_is_written_as_null_like_python() {
+        let created = IsoTime::parse("1970-01-01T00:00:01Z", std::time::UNIX_EPOCH).unwrap();
+        let meta = ImageMeta {
+            created: &created,
+            architecture: "amd64",
+            variant: None,
+            os: "linux",
+            config: &Value::Null,
+        };
+        let text = String::from_utf8(config_json(&meta, &[])).unwrap();
+        assert!(text.contains("\n    \"config\": null,\n"), "{text}");
+    }
+
+    #[test]
     fn key_order_and_history_comment() {
         let created = IsoTime::parse("1970-01-01T00:00:01Z", std::time::UNIX_EPOCH).unwrap();
         let config = json!({"Cmd": ["/bin/x"]});

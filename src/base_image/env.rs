@@ -17,7 +17,12 @@ use serde_json::{Map, Value};
 /// child without `Env` gets the merged `Env` as its last key; a child with
 /// one keeps it in place.
 pub fn merge_config(base_config: &Value, child_config: &Value) -> Value {
-    let mut merged = child_config.clone();
+    // A null config (Nix's `config = null`) still inherits the base's Env;
+    // nixpkgs' Python would crash on it.
+    let mut merged = match child_config {
+        Value::Null => Value::Object(Default::default()),
+        other => other.clone(),
+    };
     let Some(child) = merged.as_object_mut() else {
         return merged;
     };
@@ -64,6 +69,15 @@ fn env_key(entry: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn null_child_config_inherits_the_base_env() {
+        let base = json!({"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]});
+        assert_eq!(
+            merge_config(&base, &Value::Null),
+            json!({"Env": ["PATH=/bin"]})
+        );
+    }
 
     #[test]
     fn key_keeps_first_position_and_last_value() {
