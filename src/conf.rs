@@ -113,7 +113,6 @@ enum Shape {
     Text,
     OptText,
     Id,
-    Object,
     OptObject,
     OptLayers,
     Count,
@@ -175,7 +174,6 @@ fn check_fields(
         let (ok, wanted) = match shape {
             Shape::Text => (v.is_string(), "a string"),
             Shape::OptText => (v.is_string() || v.is_null(), "a string or null"),
-            Shape::Object => (v.is_object(), "a JSON object"),
             Shape::OptObject => (v.is_object() || v.is_null(), "a JSON object or null"),
             Shape::Id => (
                 v.as_u64().is_some_and(|n| n <= u64::from(u32::MAX))
