@@ -196,8 +196,9 @@ fn encode_ustar(f: &UstarFields, out: &mut Vec<u8>) {
     // devmajor, devminor and prefix stay NUL, as tarfile leaves them for
     // anything but device files.
     let sum: u64 = b.iter().map(|&x| u64::from(x)).sum();
-    let text = format!("{sum:06o}\0");
-    b[148..155].copy_from_slice(text.as_bytes());
+    // Six digits, NUL, and the eighth byte stays a space, as tarfile
+    // writes it; the largest sum (512 × 255) fits in six octal digits.
+    put_octal(&mut b[148..155], sum);
 }
 
 /// tarfile's `stn`: bytes cut to the field, NUL-padded.
@@ -208,9 +209,16 @@ fn put_text(field: &mut [u8], text: &[u8]) {
 
 /// tarfile's `itn` for in-range values: zero-padded octal, then NUL.
 fn put_octal(field: &mut [u8], n: u64) {
+    // By hand rather than `format!`: this runs for every entry, twice (the
+    // sizing walk measures each header), and core::fmt plus the allocation
+    // made it most of the reading thread's user time on small files.
     let digits = field.len() - 1;
-    let text = format!("{n:0digits$o}");
-    field[..digits].copy_from_slice(text.as_bytes());
+    let mut rest = n;
+    for slot in field[..digits].iter_mut().rev() {
+        *slot = b'0' + (rest & 7) as u8;
+        rest >>= 3;
+    }
+    debug_assert_eq!(rest, 0, "{n} does not fit {digits} octal digits");
     field[digits] = 0;
 }
 
