@@ -28,8 +28,9 @@ fn main() -> ExitCode {
         Ok(s) => {
             if !cli.quiet {
                 to_stderr(&format!(
-                    "stream-layered-image: {} layers ({} new), {:.1} MiB, image {}, in {:.2} s\n",
+                    "stream-layered-image: {} layer{} ({} new), {:.1} MiB, image {}, in {:.2} s\n",
                     s.layers,
+                    if s.layers == 1 { "" } else { "s" },
                     s.new_layers,
                     s.bytes as f64 / (1024.0 * 1024.0),
                     s.image_id,
