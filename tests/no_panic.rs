@@ -1549,12 +1549,7 @@ fn executable_reports_bad_input_on_one_line_and_leaves_no_output() {
     if !temps.is_empty() {
         failures.push(format!("temporary files left behind: {temps:?}"));
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 #[test]
@@ -1597,12 +1592,7 @@ fn executable_stops_promptly_when_the_consumer_closes_the_pipe() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 /// stderr may be a pipe its reader closed (`2>&1 | head -1`): progress
@@ -1743,12 +1733,7 @@ fn executable_handles_odd_but_valid_conf_values() {
             failures.push(format!("{key} = {value}: {}", problems.join("; ")));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 /// A random file name: plain, spaced, non-UTF-8, newline, long, Unicode.
@@ -1858,12 +1843,7 @@ fn executable_streams_stores_with_odd_names_sizes_and_links() {
             Err(e) => failures.push(format!("round {round}: unreadable image: {e}")),
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 #[test]
@@ -1987,6 +1967,11 @@ fn executable_usage_errors_exit_2_and_write_errors_exit_1() {
             ));
         }
     }
+    assert_no_failures(&failures);
+}
+
+/// Fails the test listing every failed case, so one run shows them all.
+fn assert_no_failures(failures: &[String]) {
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
