@@ -86,7 +86,8 @@ let
       ''
         bb=${bb}
         $bb mkdir -p $out/bin
-        for a in $($bb --list); do $bb ln -s $bb $out/bin/$a; done
+        # busybox's applet links, then the GNU tools over some of them.
+        $bb cp -P ${busybox}/bin/* $out/bin/
         for t in ${toString gnuTools}; do
           $bb rm -f $out/bin/$t
           $bb printf '#!%s\n%s\n' "${busybox}/bin/sh" "$($bb echo '${hostExec "@T@"}' | $bb sed "s/@T@/$t/g")" > $out/bin/$t
