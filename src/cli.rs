@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::compression::Codec;
+use crate::destination::Format;
 use crate::output::Compression;
 
 const CONF_HELP: &str = "\
@@ -63,9 +65,55 @@ pub struct Cli {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// Compress the whole archive (deterministically), as buildLayeredImage's compressor.
+    /// Compress the whole archive stream (deterministically), as
+    /// buildLayeredImage's compressor. Not --layer-compression, which
+    /// compresses each layer blob inside an OCI layout.
     #[arg(long, value_enum, default_value = "none")]
     pub compress: Compression,
+
+    /// The archive written to stdout / -o: `docker` (docker load), `oci`
+    /// (an OCI image layout tar: skopeo oci-archive:, podman load, umoci), or
+    /// `dual` (both at once, as docker save writes since Engine 25). `oci` and
+    /// `dual` name blobs by digest: with the digest cache warm each store byte
+    /// is read once; cold, uncompressed layers are read twice (hash, then stream).
+    #[arg(long, value_enum, default_value = "docker", value_name = "FORMAT")]
+    pub format: Format,
+
+    /// Write (or add to) an OCI image layout directory instead of an
+    /// archive: blobs already there are not written again, and index.json
+    /// gains or replaces the entry for this tag.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["output", "format", "compress"])]
+    pub oci_dir: Option<PathBuf>,
+
+    /// Compress each layer as its own blob (OCI forms and --digests-only):
+    /// `none`, `gzip` (level 6, mtime 0) or `zstd` (level 3); deterministic,
+    /// in parallel across cores. Default: none (gzip for --digests-only).
+    #[arg(long, value_enum, value_name = "CODEC")]
+    pub layer_compression: Option<Codec>,
+
+    /// The digest cache directory (default $XDG_CACHE_HOME/stream-layered-image):
+    /// each streamed layer's digests, so later runs can name blobs before
+    /// reading them and skip what a destination already has.
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+
+    /// Neither read nor write the digest cache (wins over --cache).
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Read layer digests from FILE (written by --digests-only for this
+    /// same image); a file for another image is an error.
+    #[arg(long, value_name = "FILE")]
+    pub digests: Option<PathBuf>,
+
+    /// Write every layer's digests (diff_id, size, and the blob's digest
+    /// and size for --layer-compression) to FILE instead of an image.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["output", "format", "compress", "oci_dir"])]
+    pub digests_only: Option<PathBuf>,
+
+    /// Also say how many bytes were read from the store.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
 
     /// Print no progress lines on stderr (errors are still printed).
     #[arg(short = 'q', long)]
@@ -79,6 +127,17 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The per-layer codec: as given, else gzip for --digests-only (what a
+    /// push uses by default) and none elsewhere.
+    pub fn codec(&self) -> Codec {
+        self.layer_compression
+            .unwrap_or(if self.digests_only.is_some() {
+                Codec::Gzip
+            } else {
+                Codec::None
+            })
+    }
+
     /// The repo tag to use: `-t`, else the conf's. An empty `-t ""` falls
     /// back too, as nixpkgs' `args.repo_tag or conf["repo_tag"]` does.
     pub fn repo_tag_or<'a>(&'a self, conf_repo_tag: &'a str) -> &'a str {

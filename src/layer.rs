@@ -24,6 +24,15 @@ use anyhow::{bail, Context, Result};
 use crate::archive::ArchiveWriter;
 use crate::tar::{self, Header, Kind, Owner};
 
+/// File bytes read from the store by this process (for `--verbose`, and
+/// for tests proving that a warm digest cache reads each byte once).
+static STORE_BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// File bytes read from the store so far by this process.
+pub fn store_bytes_read() -> u64 {
+    STORE_BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Entries kept from the sizing walk up to this many bytes of memory;
 /// bigger layers are walked again while streaming, so memory stays bounded.
 const ENTRY_CACHE_BYTES: usize = 8 << 20;
@@ -237,6 +246,7 @@ fn write_entry<W: std::io::Write + Send + 'static>(
         let path = Path::new(OsStr::from_bytes(&e.path));
         let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         out.copy_exact(&mut f, e.size, path)?;
+        STORE_BYTES_READ.fetch_add(e.size, std::sync::atomic::Ordering::Relaxed);
         out.write_zeros(tar::padding(e.size))?;
     }
     Ok(())

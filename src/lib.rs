@@ -28,18 +28,23 @@
 
 pub mod archive;
 pub mod base_image;
+pub mod blob;
+pub mod cache;
 pub mod cli;
+pub mod compression;
 pub mod conf;
 pub mod customisation;
+pub mod destination;
 pub mod digest;
 pub mod escape;
 pub mod graph;
 pub mod image;
 pub mod layer;
 pub mod layering;
+pub mod model;
 pub mod nix;
 pub mod output;
+pub mod progress;
 pub mod pyjson;
 pub mod reference;
-pub mod stream;
 pub mod tar;

@@ -1,23 +1,27 @@
-//! The `stream-layered-image` executable: conf in, docker-archive out.
+//! The `stream-layered-image` executable: conf in, image out.
 //! Reads like the pipeline: parse the command line, load the conf, open the
 //! base image, decide the layers and check their store paths, check the
-//! customisation layer, open the output, stream the image, commit the output.
+//! customisation layer, describe the image (the model, with what the digest
+//! cache already knows), choose the destination, write the image.
 
-use std::io;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use stream_layered_image::base_image::{merge_config, BaseImage};
+use stream_layered_image::cache::Known;
 use stream_layered_image::cli::Cli;
+use stream_layered_image::compression::Codec;
 use stream_layered_image::conf::Conf;
 use stream_layered_image::customisation::Customisation;
+use stream_layered_image::destination::{self, Format};
 use stream_layered_image::escape::{one_line, to_stderr};
 use stream_layered_image::image::IsoTime;
+use stream_layered_image::model::{self, Destination, Image, Written};
 use stream_layered_image::output::Output;
-use stream_layered_image::stream::{self, Job, Summary};
+use stream_layered_image::progress::{Reporter, Stderr};
 use stream_layered_image::tar::Owner;
 use stream_layered_image::{layer, layering};
 
@@ -25,16 +29,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let started = Instant::now();
     match run(&cli) {
-        Ok(s) => {
+        Ok(w) => {
             if !cli.quiet {
+                to_stderr(&summary(&w, started));
+            }
+            if cli.verbose {
                 to_stderr(&format!(
-                    "stream-layered-image: {} layer{} ({} new), {:.1} MiB, image {}, in {:.2} s\n",
-                    s.layers,
-                    if s.layers == 1 { "" } else { "s" },
-                    s.new_layers,
-                    s.bytes as f64 / (1024.0 * 1024.0),
-                    s.image_id,
-                    started.elapsed().as_secs_f64()
+                    "stream-layered-image: read {} bytes from the store\n",
+                    layer::store_bytes_read()
                 ));
             }
             ExitCode::SUCCESS
@@ -55,7 +57,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<Summary> {
+fn run(cli: &Cli) -> Result<Written> {
     let conf = Conf::load(&cli.conf)?;
     let shown = cli.conf.display();
     let now = SystemTime::now();
@@ -84,27 +86,99 @@ fn run(cli: &Cli) -> Result<Summary> {
         None => conf.config.clone(),
     };
     let customisation_dir = conf.customisation_layer.to_string_lossy();
-    let job = Job {
+    let layers = model::layer_specs(
+        base.as_ref(),
+        &store_layers,
+        &customisation,
+        &customisation_dir,
+        &conf.store_dir,
+        &owner,
+        &|_| None,
+    );
+    let known = open_known(cli);
+    if let Some(file) = &cli.digests {
+        let keys: Vec<_> = layers.iter().filter_map(|l| l.key.clone()).collect();
+        known.load_digests_file(file, &keys)?;
+    }
+    let reporter = Stderr::new(cli.quiet, layers.len());
+    let image = Image {
         store_dir: &conf.store_dir,
         base: base.as_ref(),
-        store_layers: &store_layers,
+        layers,
         customisation: &customisation,
-        customisation_dir: &customisation_dir,
-        created: &created,
         owner: &owner,
+        created: &created,
         architecture: &conf.architecture,
         variant: conf.variant.as_deref(),
         os: &conf.os,
         config: &config,
         repo_tag: cli.repo_tag_or(&conf.repo_tag),
-        progress: !cli.quiet,
+        known: &known,
+        reporter: &reporter,
     };
+    let destination = choose_destination(cli)?;
+    let written = destination.write(&image);
+    for w in known.take_warnings() {
+        reporter.warn(&w);
+    }
+    reporter.finish();
+    written
+}
+
+/// The one destination the command line asks for; an archive (opened
+/// last, after every input was checked) unless told otherwise.
+fn choose_destination(cli: &Cli) -> Result<Box<dyn Destination>> {
+    let codec = cli.codec();
+    if let Some(path) = &cli.digests_only {
+        return Ok(Box::new(destination::DigestsOnly {
+            path: path.clone(),
+            codec,
+        }));
+    }
+    if let Some(dir) = &cli.oci_dir {
+        return Ok(Box::new(destination::OciDir {
+            dir: dir.clone(),
+            codec,
+        }));
+    }
+    if cli.format == Format::Docker && codec != Codec::None {
+        bail!("--layer-compression applies to --format oci|dual, --oci-dir and --digests-only; a docker-archive's layers are plain tars (use --compress for the whole archive)");
+    }
     // `-o -` is stdout, as usual for Unix tools.
     let target = cli.output.as_deref().filter(|p| p.as_os_str() != "-");
-    let output = Output::open(target, cli.compress)?;
-    let (output, summary) = stream::write_image(&job, output)?;
-    output.commit()?;
-    Ok(summary)
+    Ok(Box::new(destination::Archive {
+        format: cli.format,
+        codec,
+        output: Output::open(target, cli.compress)?,
+    }))
+}
+
+/// What is known before reading: the cache (unless --no-cache).
+fn open_known(cli: &Cli) -> Known {
+    if cli.no_cache {
+        return Known::none();
+    }
+    match cli.cache.clone().or_else(Known::default_dir) {
+        Some(dir) => Known::with_cache(dir),
+        None => Known::none(),
+    }
+}
+
+/// The summary line: what was written, how big, which image, how fast.
+fn summary(w: &Written, started: Instant) -> String {
+    let manifest = match &w.manifest_digest {
+        Some(d) => format!(", manifest {d}"),
+        None => String::new(),
+    };
+    format!(
+        "stream-layered-image: {} layer{} ({} new), {:.1} MiB, image {}{manifest}, in {:.2} s\n",
+        w.layers.len(),
+        if w.layers.len() == 1 { "" } else { "s" },
+        w.new_layers,
+        w.bytes as f64 / (1024.0 * 1024.0),
+        w.image_id,
+        started.elapsed().as_secs_f64()
+    )
 }
 
 /// The store layers: the conf's `store_layers`, or decided from the graph.
@@ -127,7 +201,7 @@ fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Vec<Ve
             };
             Ok(layering::decide(&spec, &conf.store_dir, base_count)?.layers)
         }
-        (None, None) => anyhow::bail!("conf: needs `store_layers` or `layering`"),
+        (None, None) => bail!("conf: needs `store_layers` or `layering`"),
     }
 }
 
@@ -135,7 +209,7 @@ fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Vec<Ve
 /// the chain, since Rust ignores SIGPIPE.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }

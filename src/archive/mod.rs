@@ -144,6 +144,20 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
         Ok(())
     }
 
+    /// Appends a regular-file member header (uniform owner, mode 0644).
+    pub fn member_header(&mut self, name: &str, size: u64, mtime: i64) -> Result<()> {
+        let mut header = Vec::with_capacity(1024);
+        crate::tar::encode_plain_file_header(name, size, mtime, &mut header);
+        self.write_all(&header)
+    }
+
+    /// Appends a whole small member: header, bytes, padding.
+    pub fn bytes_member(&mut self, name: &str, bytes: &[u8], mtime: i64) -> Result<()> {
+        self.member_header(name, bytes.len() as u64, mtime)?;
+        self.write_all(bytes)?;
+        self.write_zeros(crate::tar::padding(bytes.len() as u64))
+    }
+
     /// Every digest of an ended hashed member so far, in order.
     pub fn digests(&mut self) -> Result<Vec<Sha>> {
         self.flush()?;

@@ -1,0 +1,222 @@
+//! A layer's bytes as a blob: its tar produced, compressed with the
+//! chosen codec and hashed on the way (diff_id of the tar, digest and size
+//! of the blob), then checked against what was known before reading and
+//! recorded for next time.
+//!
+//! Store and customisation layers are produced one at a time per call, so
+//! callers can produce several in parallel (each call has its own pipeline
+//! and encoder, so the bytes never depend on the thread count). Base layers
+//! come from one pass over the base image ([`produce_base`]).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+
+use crate::archive::ArchiveWriter;
+use crate::cache::{Blob, Facts};
+use crate::compression::Codec;
+use crate::digest::{self, HashCount};
+use crate::layer::{self, LayerPlan};
+use crate::model::{Image, Layer, Origin};
+
+/// A store or customisation layer ready to stream, its size known.
+pub enum Prepared {
+    /// Store paths, walked and sized.
+    Store(LayerPlan),
+    /// The customisation layer's `layer.tar`.
+    Customisation(u64),
+}
+
+impl Prepared {
+    /// Exact size of the layer's tar.
+    pub fn size(&self) -> u64 {
+        match self {
+            Prepared::Store(plan) => plan.size,
+            Prepared::Customisation(size) => *size,
+        }
+    }
+}
+
+/// Sizes layer `i` (a walk of metadata, no file contents read).
+pub fn prepare(img: &Image, i: usize) -> Result<Prepared> {
+    match &img.layers[i].origin {
+        Origin::Store(paths) => Ok(Prepared::Store(layer::plan(
+            paths,
+            img.store_dir,
+            img.owner,
+        )?)),
+        Origin::Customisation => Ok(Prepared::Customisation(img.customisation.size)),
+        Origin::Base(_) => bail!("internal: base layers are streamed from the base image"),
+    }
+}
+
+/// Writes the prepared layer's tar (exactly [`Prepared::size`] bytes) into
+/// `aw`; the caller marks it hashed.
+pub fn stream_tar<W: Write + Send + 'static>(
+    img: &Image,
+    prepared: Prepared,
+    aw: &mut ArchiveWriter<W>,
+) -> Result<()> {
+    match prepared {
+        Prepared::Store(plan) => layer::stream(plan, img.store_dir, img.owner, aw),
+        Prepared::Customisation(size) => {
+            let c = img.customisation;
+            match c.kept() {
+                Some(bytes) => aw.write_all(bytes),
+                None => {
+                    let mut f = File::open(&c.layer_tar).with_context(|| {
+                        format!("customisation layer {}: cannot open", c.layer_tar.display())
+                    })?;
+                    aw.copy_exact(&mut f, size, &c.layer_tar)
+                }
+            }
+        }
+    }
+}
+
+/// Produces store or customisation layer `i` compressed with `codec` into
+/// `out`; returns the layer and `out`.
+pub fn produce<W: Write + Send + 'static>(
+    img: &Image,
+    i: usize,
+    codec: Codec,
+    out: W,
+) -> Result<(Layer, W)> {
+    let prepared = prepare(img, i)?;
+    let size = prepared.size();
+    // The uncompressed blob's digest is the diff_id, hashed by the pipeline.
+    let inner = match codec {
+        Codec::None => HashCount::counting(out),
+        _ => HashCount::hashing(out),
+    };
+    let mut aw = ArchiveWriter::new(codec.encoder(inner)?);
+    aw.begin_hashed()?;
+    stream_tar(img, prepared, &mut aw)?;
+    aw.end_hashed()?;
+    let diff_id = match aw.digests()?.first() {
+        Some(d) => digest::diff_id(d),
+        None => bail!("internal: no digest for {}", img.describe(i)),
+    };
+    let encoder = aw.finish()?;
+    let (out, blob_size, blob_digest) = encoder
+        .finish()
+        .with_context(|| format!("{}: cannot finish {}", img.describe(i), codec.name()))?
+        .into_parts();
+    let blob = Blob {
+        digest: blob_digest.unwrap_or_else(|| diff_id.clone()),
+        size: blob_size,
+    };
+    let mut learnt = Facts {
+        diff_id: diff_id.clone(),
+        size,
+        blobs: BTreeMap::new(),
+    };
+    if codec != Codec::None {
+        learnt.blobs.insert(codec.name().to_owned(), blob.clone());
+    }
+    settle(img, i, &learnt)?;
+    img.reporter.progress(size, true);
+    let layer = Layer {
+        diff_id,
+        blob,
+        codec,
+        history: img.layers[i].history.clone(),
+    };
+    Ok((layer, out))
+}
+
+/// Checks what streaming layer `i` showed against what was known before
+/// (a mismatch drops the known entry and is an error: it named a blob or
+/// skipped work wrongly), then records it for next time.
+pub fn settle(img: &Image, i: usize, learnt: &Facts) -> Result<()> {
+    let spec = &img.layers[i];
+    if let Some(known) = img.known_facts(i) {
+        let blob_differs = learnt
+            .blobs
+            .iter()
+            .any(|(k, b)| known.blobs.get(k).is_some_and(|kb| kb != b));
+        let size_differs = known.size != 0 && known.size != learnt.size;
+        if known.diff_id != learnt.diff_id || size_differs || blob_differs {
+            if let Origin::Customisation = spec.origin {
+                bail!(
+                    "customisation layer {}: changed while streaming (checksum says {}, streamed {})",
+                    img.customisation.layer_tar.display(),
+                    known.diff_id,
+                    learnt.diff_id
+                );
+            }
+            if let Some(key) = &spec.key {
+                img.known.forget(key);
+            }
+            let streamed = if learnt.diff_id.is_empty() {
+                format!("{} bytes", learnt.size)
+            } else {
+                format!("{} of {} bytes", learnt.diff_id, learnt.size)
+            };
+            bail!(
+                "{}: the digests recorded for it (cache or --digests file) do not match its bytes \
+                 (recorded {} of {} bytes, streamed {streamed}); the entry was dropped, run again",
+                img.describe(i),
+                known.diff_id,
+                known.size,
+            );
+        }
+    }
+    if let Some(key) = &spec.key {
+        img.known.record(key, learnt);
+    }
+    Ok(())
+}
+
+/// Produces every base layer as a blob, in one pass over the base image:
+/// a layer stored compressed passes through as stored (its own codec), a
+/// plain one is compressed with `codec`. `make(i)` gives the writer for
+/// layer `i`; `done(i, layer, writer)` takes it back.
+pub fn produce_base<W: Write>(
+    img: &Image,
+    codec: Codec,
+    make: &mut dyn FnMut(usize) -> Result<W>,
+    done: &mut dyn FnMut(usize, Layer, W) -> Result<()>,
+) -> Result<()> {
+    let Some(base) = img.base else {
+        return Ok(());
+    };
+    base.stream_layers(&mut |b, l, reader| {
+        let mut head = [0u8; 4];
+        let mut n = 0;
+        while n < head.len() {
+            match reader.read(&mut head[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        let stored = Codec::sniff(&head[..n]);
+        let (used, encode) = match stored {
+            Codec::None => (codec, codec),
+            c => (c, Codec::None),
+        };
+        let mut enc = encode.encoder(HashCount::hashing(make(b)?))?;
+        enc.write_all(&head[..n])?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match reader.read(&mut buf)? {
+                0 => break,
+                k => enc.write_all(&buf[..k])?,
+            }
+        }
+        let (out, size, digest) = enc.finish()?.into_parts();
+        img.reporter.progress(l.size, true);
+        let layer = Layer {
+            diff_id: l.diff_id.clone(),
+            blob: Blob {
+                digest: digest.unwrap_or_default(),
+                size,
+            },
+            codec: used,
+            history: img.layers[b].history.clone(),
+        };
+        done(b, layer, out)
+    })
+}

@@ -1,0 +1,500 @@
+//! What is known about layers before their bytes are read.
+//!
+//! A store layer's bytes are a function of its store paths' contents (Nix
+//! store paths are immutable; the graph's `narHash` pins them), the owner,
+//! the mtime and our tar format. So a [`LayerKey`] made of those names the
+//! layer's bytes, and [`Facts`] recorded under it (diff_id, size, and per
+//! codec the compressed blob's digest and size) can name a blob before it
+//! is streamed, or skip work a destination already has.
+//!
+//! Facts come from a cache directory (`$XDG_CACHE_HOME/stream-layered-image`,
+//! one small JSON file per key, written atomically so concurrent runs never
+//! see half a file) and from a digests file (`--digests FILE`, written by
+//! `--digests-only FILE`: a whole image's facts, for a Nix derivation to
+//! compute once and a binary cache to carry).
+//!
+//! The rule: facts only ever *skip* work. Whenever bytes are streamed they
+//! are hashed, and a mismatch with a fact is an error that drops the entry
+//! ([`Known::forget`]). A cache file that does not parse is ignored with a
+//! warning; cache and digests files are read with a size cap.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::compression::Codec;
+use crate::digest::{hex, is_sha256_digest};
+use crate::tar::Owner;
+
+/// Bumped whenever the bytes we write for the same inputs change (tar
+/// format, compression parameters): old entries are then never looked at.
+const FORMAT: &str = "stream-layered-image layer v1";
+/// Largest cache entry or digests file read.
+const MAX_FILE: u64 = 16 << 20;
+
+/// Names a layer's uncompressed bytes (hex sha256 of what determines them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LayerKey(pub String);
+
+impl LayerKey {
+    /// A store layer: its store paths in order, each with its NAR hash
+    /// when the graph gives one, written with `owner` under `store_dir`.
+    pub fn store(
+        paths: &[String],
+        nar_hash: &dyn Fn(&str) -> Option<String>,
+        store_dir: &str,
+        owner: &Owner,
+    ) -> LayerKey {
+        let mut h = Sha256::new();
+        let mut field = |b: &[u8]| {
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        field(FORMAT.as_bytes());
+        field(b"store");
+        field(store_dir.as_bytes());
+        field(owner.uid.to_string().as_bytes());
+        field(owner.gid.to_string().as_bytes());
+        field(owner.uname.as_bytes());
+        field(owner.gname.as_bytes());
+        field(owner.mtime.to_string().as_bytes());
+        for p in paths {
+            field(p.as_bytes());
+            field(nar_hash(p).unwrap_or_default().as_bytes());
+        }
+        LayerKey(hex(&h.finalize()))
+    }
+
+    /// A layer known by its diff_id (the customisation layer): the bytes
+    /// are exactly those the diff_id names.
+    pub fn diff_id(diff_id: &str) -> LayerKey {
+        let mut h = Sha256::new();
+        h.update(FORMAT.as_bytes());
+        h.update(b"\0diff_id\0");
+        h.update(diff_id.as_bytes());
+        LayerKey(hex(&h.finalize()))
+    }
+}
+
+/// A blob as stored: digest and size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob {
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// What is known about one layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    /// Size of the uncompressed tar.
+    pub size: u64,
+    /// Per codec name (`gzip`, `zstd`): the compressed blob.
+    #[serde(default)]
+    pub blobs: BTreeMap<String, Blob>,
+}
+
+impl Facts {
+    /// The blob for `codec` (the uncompressed tar itself for `none`).
+    pub fn blob(&self, codec: Codec) -> Option<Blob> {
+        match codec {
+            Codec::None => Some(Blob {
+                digest: self.diff_id.clone(),
+                size: self.size,
+            }),
+            c => self.blobs.get(c.name()).cloned(),
+        }
+    }
+
+    fn is_valid(&self) -> bool {
+        is_sha256_digest(&self.diff_id)
+            && self
+                .blobs
+                .iter()
+                .all(|(k, b)| matches!(k.as_str(), "gzip" | "zstd") && is_sha256_digest(&b.digest))
+    }
+
+    /// `self` with `other`'s blobs added; None when the two disagree on
+    /// the uncompressed bytes.
+    fn merged(mut self, other: &Facts) -> Option<Facts> {
+        if self.diff_id != other.diff_id || self.size != other.size {
+            return None;
+        }
+        for (k, b) in &other.blobs {
+            self.blobs.insert(k.clone(), b.clone());
+        }
+        Some(self)
+    }
+}
+
+/// The facts available to this run: from the cache directory (if any) and
+/// a digests file (if given), plus what this run learns.
+pub struct Known {
+    dir: Option<PathBuf>,
+    memory: Mutex<HashMap<LayerKey, Facts>>,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Known {
+    /// No cache: facts come only from what this run learns.
+    pub fn none() -> Known {
+        Known {
+            dir: None,
+            memory: Mutex::new(HashMap::new()),
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The cache directory `dir` (created when first written to).
+    pub fn with_cache(dir: PathBuf) -> Known {
+        Known {
+            dir: Some(dir.join("layers-v1")),
+            ..Known::none()
+        }
+    }
+
+    /// The default cache directory: `$XDG_CACHE_HOME/stream-layered-image`,
+    /// else `~/.cache/stream-layered-image`; None when neither is set.
+    pub fn default_dir() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|h| PathBuf::from(h).join(".cache"))
+            })?;
+        Some(base.join("stream-layered-image"))
+    }
+
+    /// Facts for `key`, from memory, then the cache directory.
+    pub fn get(&self, key: &LayerKey) -> Option<Facts> {
+        if let Some(f) = self.lock().get(key) {
+            return Some(f.clone());
+        }
+        let path = self.dir.as_ref()?.join(&key.0);
+        // An entry we cannot read (another user's cache) is simply not
+        // known; only one that reads but does not parse is damage.
+        let bytes = read_capped(&path).ok().flatten()?;
+        // Each entry names its own key, so an entry copied or moved to
+        // another key's file is damage, not a fact.
+        let facts = serde_json::from_slice::<Entry>(&bytes)
+            .ok()
+            .filter(|e| e.key == *key && e.facts.is_valid())
+            .map(|e| e.facts);
+        match facts {
+            Some(f) => {
+                self.lock().insert(key.clone(), f.clone());
+                Some(f)
+            }
+            None => {
+                self.warn(format!(
+                    "cache entry {} is damaged; ignoring it",
+                    path.display()
+                ));
+                None
+            }
+        }
+    }
+
+    /// Records what was learned about `key` (merging codecs with what is
+    /// known), in memory and, atomically, in the cache directory. A cache
+    /// that cannot be written costs a warning, never the image.
+    pub fn record(&self, key: &LayerKey, facts: &Facts) {
+        let merged = match self.get(key).and_then(|old| old.merged(facts)) {
+            Some(m) => m,
+            None => facts.clone(),
+        };
+        self.lock().insert(key.clone(), merged.clone());
+        if let Some(dir) = &self.dir {
+            let entry = Entry {
+                key: key.clone(),
+                facts: merged,
+            };
+            let bytes = serde_json::to_vec(&entry).unwrap_or_default();
+            if let Err(e) = write_atomically(dir, &key.0, &bytes) {
+                self.warn(format!("cannot write the cache {}: {e:#}", dir.display()));
+            }
+        }
+    }
+
+    /// Drops `key` everywhere: its facts proved wrong.
+    pub fn forget(&self, key: &LayerKey) {
+        self.lock().remove(key);
+        if let Some(dir) = &self.dir {
+            let _ = fs::remove_file(dir.join(&key.0));
+        }
+    }
+
+    /// Seeds facts from a digests file; `keys` are the image's layer keys
+    /// in order, and the file must describe exactly those layers.
+    pub fn load_digests_file(&self, path: &Path, keys: &[LayerKey]) -> Result<()> {
+        let shown = path.display();
+        let bytes = read_capped(path)
+            .with_context(|| format!("digests file {shown}"))?
+            .with_context(|| format!("digests file {shown}: does not exist"))?;
+        let file: DigestsFile = serde_json::from_slice(&bytes)
+            .with_context(|| format!("digests file {shown}: is not a digests file"))?;
+        if file.version != 1 {
+            bail!("digests file {shown}: version {} is not 1", file.version);
+        }
+        let theirs: Vec<&LayerKey> = file.layers.iter().map(|l| &l.key).collect();
+        if theirs != keys.iter().collect::<Vec<_>>() {
+            bail!(
+                "digests file {shown}: describes another image ({} layers there, {} here, or different store paths)",
+                theirs.len(),
+                keys.len()
+            );
+        }
+        for l in &file.layers {
+            if !l.facts.is_valid() {
+                bail!(
+                    "digests file {shown}: layer {} has a malformed digest",
+                    l.key.0
+                );
+            }
+            self.lock().insert(l.key.clone(), l.facts.clone());
+        }
+        Ok(())
+    }
+
+    /// Takes the warnings gathered so far (damaged entries, unwritable cache).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn warn(&self, w: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(w);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LayerKey, Facts>> {
+        self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One cache file: the key it is for, and the facts.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    key: LayerKey,
+    #[serde(flatten)]
+    facts: Facts,
+}
+
+/// The `--digests-only` file: every layer's key and facts, in image order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DigestsFile {
+    /// Format version: 1.
+    pub version: u32,
+    /// The image's non-base layers.
+    pub layers: Vec<DigestsEntry>,
+}
+
+/// One layer of a [`DigestsFile`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DigestsEntry {
+    /// The layer's key.
+    pub key: LayerKey,
+    /// What is known about it.
+    #[serde(flatten)]
+    pub facts: Facts,
+}
+
+impl DigestsFile {
+    /// The file's bytes: pretty JSON, one layer after another.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+}
+
+/// A file's bytes, None when it does not exist; an error when it is not a
+/// regular file or is bigger than [`MAX_FILE`].
+fn read_capped(path: &Path) -> Result<Option<Vec<u8>>> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context("cannot stat"),
+    };
+    if !meta.is_file() {
+        bail!("is not a regular file");
+    }
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .context("cannot open")?
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .context("cannot read")?;
+    if bytes.len() as u64 > MAX_FILE {
+        bail!("is over {} MiB", MAX_FILE >> 20);
+    }
+    Ok(Some(bytes))
+}
+
+/// Writes `dir/name` by a temporary file and a rename, so readers see the
+/// old file or the new one, never half of one.
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut tmp =
+        temp_file_in(dir).with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.persist(dir.join(name))
+        .with_context(|| format!("cannot write {}", dir.join(name).display()))?;
+    Ok(())
+}
+
+/// An exclusively created temporary file in `dir` with an unpredictable
+/// name, mode 0644 less the umask (like any file the user creates; tempfile's
+/// default 0600 would hide cache entries and layout blobs from other users).
+pub fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(fs::Permissions::from_mode(0o644))
+        .tempfile_in(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(mtime: i64) -> Owner {
+        Owner {
+            uid: 0,
+            gid: 0,
+            uname: "root".into(),
+            gname: "root".into(),
+            mtime,
+        }
+    }
+
+    fn facts(n: u8) -> Facts {
+        Facts {
+            diff_id: format!("sha256:{}", hex(&[n; 32])),
+            size: 1024,
+            blobs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn keys_depend_on_everything_that_shapes_the_bytes() {
+        let paths = vec!["/nix/store/a".to_owned()];
+        let none = |_: &str| None;
+        let base = LayerKey::store(&paths, &none, "/nix/store", &owner(1));
+        assert_eq!(
+            base,
+            LayerKey::store(&paths, &none, "/nix/store", &owner(1))
+        );
+        assert_ne!(
+            base,
+            LayerKey::store(&paths, &none, "/nix/store", &owner(2))
+        );
+        let hashed = |_: &str| Some("sha256:x".to_owned());
+        assert_ne!(
+            base,
+            LayerKey::store(&paths, &hashed, "/nix/store", &owner(1))
+        );
+        let two = vec!["/nix/store/a".to_owned(), "/nix/store/b".to_owned()];
+        assert_ne!(base, LayerKey::store(&two, &none, "/nix/store", &owner(1)));
+        assert_ne!(LayerKey::diff_id("a"), LayerKey::diff_id("b"));
+    }
+
+    #[test]
+    fn cache_round_trip_merge_forget_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = LayerKey::diff_id("x");
+        let known = Known::with_cache(dir.path().to_owned());
+        assert_eq!(known.get(&k), None);
+        let mut f = facts(1);
+        known.record(&k, &f);
+        f.blobs.insert(
+            "gzip".into(),
+            Blob {
+                digest: format!("sha256:{}", hex(&[2; 32])),
+                size: 9,
+            },
+        );
+        known.record(&k, &f);
+        let again = Known::with_cache(dir.path().to_owned());
+        assert_eq!(again.get(&k), Some(f.clone()));
+        assert_eq!(again.get(&k).unwrap().blob(Codec::Gzip).unwrap().size, 9);
+        assert_eq!(again.get(&k).unwrap().blob(Codec::None).unwrap().size, 1024);
+        again.forget(&k);
+        assert_eq!(Known::with_cache(dir.path().to_owned()).get(&k), None);
+        // A damaged entry is ignored with a warning.
+        fs::write(dir.path().join("layers-v1").join(&k.0), b"{not json").unwrap();
+        let damaged = Known::with_cache(dir.path().to_owned());
+        assert_eq!(damaged.get(&k), None);
+        assert_eq!(damaged.take_warnings().len(), 1);
+        // An entry naming a path-like digest is damage too.
+        let mut evil = facts(1);
+        evil.diff_id = "sha256:../../etc".into();
+        let entry = Entry {
+            key: k.clone(),
+            facts: evil,
+        };
+        let file = dir.path().join("layers-v1").join(&k.0);
+        fs::write(&file, serde_json::to_vec(&entry).unwrap()).unwrap();
+        assert_eq!(Known::with_cache(dir.path().to_owned()).get(&k), None);
+        // An entry moved to another key's file is damage too.
+        let good = Entry {
+            key: LayerKey::diff_id("y"),
+            facts: facts(3),
+        };
+        fs::write(&file, serde_json::to_vec(&good).unwrap()).unwrap();
+        assert_eq!(Known::with_cache(dir.path().to_owned()).get(&k), None);
+    }
+
+    #[test]
+    fn digests_file_must_describe_this_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = vec![LayerKey::diff_id("a"), LayerKey::diff_id("b")];
+        let file = DigestsFile {
+            version: 1,
+            layers: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| DigestsEntry {
+                    key: k.clone(),
+                    facts: facts(i as u8),
+                })
+                .collect(),
+        };
+        let path = dir.path().join("d.json");
+        fs::write(&path, file.to_bytes()).unwrap();
+        let known = Known::none();
+        known.load_digests_file(&path, &keys).unwrap();
+        assert_eq!(known.get(&keys[1]), Some(facts(1)));
+        let err = Known::none()
+            .load_digests_file(&path, &keys[..1])
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("describes another image"),
+            "{err:#}"
+        );
+        fs::write(&path, b"[1,2").unwrap();
+        let err = Known::none().load_digests_file(&path, &keys).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("is not a digests file"),
+            "{err:#}"
+        );
+        let err = Known::none()
+            .load_digests_file(&dir.path().join("missing"), &keys)
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+    }
+}

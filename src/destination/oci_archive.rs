@@ -1,0 +1,194 @@
+//! The `oci` and `dual` archives: an OCI image layout as one tar
+//! (`oci-layout`, `index.json`, `blobs/sha256/…`), and for `dual` also
+//! Docker's `manifest.json` naming the same blobs, as `docker save`
+//! writes since Engine 25 — so one file loads with `docker load`,
+//! containerd, podman and skopeo alike.
+//!
+//! Blob members are named by digest, and a tar header comes before its
+//! bytes, so every layer's blob digest and size must be known before the
+//! layer is written:
+//!
+//! - uncompressed store layers: from the digest cache (warm: each store
+//!   byte is read once) or from a hashing pass over the layer (cold: read
+//!   twice); the streamed bytes are hashed again and must match;
+//! - compressed layers and base layers: produced once into a temporary
+//!   spool, in parallel across cores, then copied into the archive.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+
+use crate::archive::ArchiveWriter;
+use crate::blob;
+use crate::cache::{Blob, Facts};
+use crate::compression::Codec;
+use crate::destination::oci;
+use crate::digest;
+use crate::model::{Image, Layer, Written};
+use crate::tar;
+
+/// Streams the OCI archive (or, with `dual`, the dual archive) of `img`
+/// with layers compressed by `codec` into `out`; returns `out`.
+pub fn write<W: Write + Send + 'static>(
+    img: &Image,
+    out: W,
+    codec: Codec,
+    dual: bool,
+) -> Result<(W, Written)> {
+    let n = img.layers.len();
+    let spool = tempfile::Builder::new()
+        .prefix("sli-spool-")
+        .tempdir()
+        .context("cannot create a temporary directory for compressed layers")?;
+    let spool_path = |i: usize| spool.path().join(i.to_string());
+    let mut layers: Vec<Option<Layer>> = vec![None; n];
+    let mut spooled = vec![false; n];
+
+    blob::produce_base(
+        img,
+        codec,
+        &mut |i| create(&spool_path(i)),
+        &mut |i, layer, _| {
+            layers[i] = Some(layer);
+            spooled[i] = true;
+            Ok(())
+        },
+    )?;
+    let own: Vec<(usize, Layer, bool)> = (img.base_count()..n)
+        .into_par_iter()
+        .map(|i| -> Result<(usize, Layer, bool)> {
+            if codec == Codec::None {
+                if let Some(layer) = known_uncompressed(img, i) {
+                    return Ok((i, layer, false));
+                }
+                // Cold: a hashing pass names the blob; the bytes are read
+                // again when streamed.
+                let (layer, _) = blob::produce(img, i, codec, std::io::sink())?;
+                return Ok((i, layer, false));
+            }
+            let (layer, _) = blob::produce(img, i, codec, create(&spool_path(i))?)?;
+            Ok((i, layer, true))
+        })
+        .collect::<Result<_>>()?;
+    for (i, layer, s) in own {
+        layers[i] = Some(layer);
+        spooled[i] = s;
+    }
+    let layers: Vec<Layer> = layers.into_iter().flatten().collect();
+    if layers.len() != n {
+        bail!("internal: {} of {n} layers produced", layers.len());
+    }
+
+    let config = img.config_json(&layers);
+    let config_blob = bytes_blob(&config);
+    let manifest = oci::manifest_bytes(&config_blob, &layers)?;
+    let manifest_blob = bytes_blob(&manifest);
+    let index = oci::index_bytes(&[oci::image_entry(&manifest_blob, img.repo_tag)?])?;
+
+    let mtime = img.owner.mtime;
+    let mut aw = ArchiveWriter::new(out);
+    aw.bytes_member("oci-layout", oci::OCI_LAYOUT, mtime)?;
+    let mut seen = HashSet::new();
+    let mut streamed = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        // Identical produced blobs are written once. A layer named from
+        // what was known is always streamed, even when its digest repeats:
+        // streaming is what verifies the name.
+        if !seen.insert(l.blob.digest.clone()) && spooled[i] {
+            continue;
+        }
+        img.reporter.step(&format!(
+            "Adding {} as {}",
+            img.describe(i),
+            oci::blob_path(&l.blob.digest)
+        ));
+        aw.member_header(&oci::blob_path(&l.blob.digest), l.blob.size, mtime)?;
+        if spooled[i] {
+            let path = spool_path(i);
+            let mut f = File::open(&path)
+                .with_context(|| format!("spooled layer {}: cannot open", path.display()))?;
+            aw.copy_exact(&mut f, l.blob.size, &path)?;
+        } else {
+            let prepared = blob::prepare(img, i)?;
+            if prepared.size() != l.blob.size {
+                blob::settle(
+                    img,
+                    i,
+                    &Facts {
+                        diff_id: String::new(),
+                        size: prepared.size(),
+                        ..Facts::default()
+                    },
+                )?;
+            }
+            aw.begin_hashed()?;
+            blob::stream_tar(img, prepared, &mut aw)?;
+            aw.end_hashed()?;
+            img.reporter.progress(l.blob.size, true);
+            streamed.push(i);
+        }
+        aw.write_zeros(tar::padding(l.blob.size))?;
+    }
+    img.reporter.step("Adding manifests...");
+    aw.bytes_member(&oci::blob_path(&config_blob.digest), &config, mtime)?;
+    aw.bytes_member(&oci::blob_path(&manifest_blob.digest), &manifest, mtime)?;
+    aw.bytes_member("index.json", &index, mtime)?;
+    if dual {
+        let docker = oci::docker_manifest_bytes(&config_blob, img.repo_tag, &layers);
+        aw.bytes_member("manifest.json", &docker, mtime)?;
+    }
+    // The streamed layers were named before their bytes were read: their
+    // digests must be what the name promised, before the archive ends.
+    for (i, d) in streamed.iter().zip(aw.digests()?) {
+        let learnt = Facts {
+            diff_id: digest::diff_id(&d),
+            size: layers[*i].blob.size,
+            ..Facts::default()
+        };
+        blob::settle(img, *i, &learnt)?;
+    }
+    let end = tar::end_len(aw.offset());
+    aw.write_zeros(end)?;
+    let bytes = aw.offset();
+    let out = aw.finish()?;
+    img.reporter.step("Done.");
+    let written = Written {
+        new_layers: n - img.base_count(),
+        layers,
+        bytes,
+        image_id: config_blob.digest,
+        manifest_digest: Some(manifest_blob.digest),
+    };
+    Ok((out, written))
+}
+
+/// Layer `i` uncompressed, from facts known before reading (warm cache,
+/// digests file, the customisation layer's checksum).
+pub fn known_uncompressed(img: &Image, i: usize) -> Option<Layer> {
+    let f = img.known_facts(i).filter(|f| f.size != 0)?;
+    Some(Layer {
+        blob: Blob {
+            digest: f.diff_id.clone(),
+            size: f.size,
+        },
+        diff_id: f.diff_id,
+        codec: Codec::None,
+        history: img.layers[i].history.clone(),
+    })
+}
+
+/// The digest and size of a small in-memory blob (config, manifest).
+pub fn bytes_blob(bytes: &[u8]) -> Blob {
+    Blob {
+        digest: format!("sha256:{}", digest::sha256_hex(bytes)),
+        size: bytes.len() as u64,
+    }
+}
+
+fn create(path: &PathBuf) -> Result<File> {
+    File::create(path).with_context(|| format!("cannot create {}", Path::new(path).display()))
+}

@@ -1,0 +1,222 @@
+//! The typed image model every destination writes from.
+//!
+//! An [`Image`] is everything the image is made of, opened and checked:
+//! its layers as [`LayerSpec`]s (where the bytes come from, the history
+//! comment, and the [`LayerKey`] under which facts about the bytes may be
+//! known before reading them), the config's fields and the tag. A
+//! destination turns the specs into written [`Layer`]s (diff_id, blob
+//! digest, size and media type) and writes the config and manifest it
+//! needs; the config bytes are the same for every destination, so the image
+//! ID is too.
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::base_image::BaseImage;
+use crate::cache::{Blob, Facts, Known, LayerKey};
+use crate::compression::Codec;
+use crate::customisation::Customisation;
+use crate::image::{self, ImageMeta, IsoTime, LayerInfo};
+use crate::progress::Reporter;
+use crate::tar::Owner;
+
+/// Where a layer's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// The base image's layer at this index, stored bytes passed through.
+    Base(usize),
+    /// These store paths, walked into a tar in this order.
+    Store(Vec<String>),
+    /// The customisation layer's `layer.tar`.
+    Customisation,
+}
+
+/// One layer before it is written.
+#[derive(Debug, Clone)]
+pub struct LayerSpec {
+    /// Where the bytes come from.
+    pub origin: Origin,
+    /// The paths of its history comment (`store paths: [...]`).
+    pub history: Vec<String>,
+    /// Names its bytes for the digest cache; None for base layers (their
+    /// diff_id comes with the base image).
+    pub key: Option<LayerKey>,
+}
+
+/// One layer as written.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// `sha256:<hex>` of the uncompressed tar (the config's diff_id).
+    pub diff_id: String,
+    /// The blob as the destination stores it.
+    pub blob: Blob,
+    /// How the blob is compressed.
+    pub codec: Codec,
+    /// The paths of its history comment.
+    pub history: Vec<String>,
+}
+
+/// The image to write: layers, config fields, tag, and what is known.
+pub struct Image<'a> {
+    /// The Nix store directory.
+    pub store_dir: &'a str,
+    /// The base image, if any.
+    pub base: Option<&'a BaseImage>,
+    /// Every layer in image order: base, store, customisation.
+    pub layers: Vec<LayerSpec>,
+    /// The checked customisation layer.
+    pub customisation: &'a Customisation,
+    /// Owner and mtime of every store layer entry.
+    pub owner: &'a Owner,
+    /// The config's `created`.
+    pub created: &'a IsoTime,
+    /// The config's `architecture`.
+    pub architecture: &'a str,
+    /// The config's `variant`, if any.
+    pub variant: Option<&'a str>,
+    /// The config's `os`.
+    pub os: &'a str,
+    /// The config's `config` object (Env merged with the base's).
+    pub config: &'a Value,
+    /// `NAME:TAG` the image loads as.
+    pub repo_tag: &'a str,
+    /// Facts known before reading (cache, digests file).
+    pub known: &'a Known,
+    /// Where progress goes.
+    pub reporter: &'a dyn Reporter,
+}
+
+impl Image<'_> {
+    /// The facts known for layer `i` before reading it: a base layer's
+    /// diff_id, the customisation layer's diff_id and size, a store
+    /// layer's cached facts.
+    pub fn known_facts(&self, i: usize) -> Option<Facts> {
+        let spec = &self.layers[i];
+        let cached = spec.key.as_ref().and_then(|k| self.known.get(k));
+        match spec.origin {
+            Origin::Base(b) => self.base.map(|base| Facts {
+                diff_id: base.layers()[b].diff_id.clone(),
+                ..Facts::default()
+            }),
+            Origin::Customisation => Some(Facts {
+                diff_id: self.customisation.diff_id.clone(),
+                size: self.customisation.size,
+                blobs: cached.map(|c| c.blobs).unwrap_or_default(),
+            }),
+            Origin::Store(_) => cached,
+        }
+    }
+
+    /// The diff_ids known before reading: Some for every layer whose
+    /// uncompressed digest is known (base, customisation, cached store).
+    pub fn known_diff_ids(&self) -> Vec<Option<String>> {
+        (0..self.layers.len())
+            .map(|i| self.known_facts(i).map(|f| f.diff_id))
+            .collect()
+    }
+
+    /// Number of base layers.
+    pub fn base_count(&self) -> usize {
+        self.base.map_or(0, |b| b.layers().len())
+    }
+
+    /// The image configuration bytes for these written layers (their
+    /// diff_ids in order); its sha256 is the image ID.
+    pub fn config_json(&self, layers: &[Layer]) -> Vec<u8> {
+        let infos: Vec<LayerInfo> = layers
+            .iter()
+            .map(|l| LayerInfo {
+                diff_id: l.diff_id.clone(),
+                paths: l.history.clone(),
+                member: String::new(),
+            })
+            .collect();
+        self.config_json_from(&infos)
+    }
+
+    /// [`Image::config_json`] from the docker-archive's layer records.
+    pub fn config_json_from(&self, infos: &[LayerInfo]) -> Vec<u8> {
+        let meta = ImageMeta {
+            created: self.created,
+            architecture: self.architecture,
+            variant: self.variant,
+            os: self.os,
+            config: self.config,
+        };
+        image::config_json(&meta, infos)
+    }
+
+    /// Layer `i`'s position as nixpkgs counts it (from 1), for messages.
+    pub fn describe(&self, i: usize) -> String {
+        let spec = &self.layers[i];
+        match &spec.origin {
+            Origin::Base(_) => format!("base layer {}", i + 1),
+            Origin::Customisation => format!("layer {} (customisation)", i + 1),
+            Origin::Store(paths) => format!(
+                "layer {} ({} store path{})",
+                i + 1,
+                paths.len(),
+                if paths.len() == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// What a destination did, for the summary line.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The layers, in image order.
+    pub layers: Vec<Layer>,
+    /// Layers whose bytes this run wrote (not skipped).
+    pub new_layers: usize,
+    /// Bytes written to the output.
+    pub bytes: u64,
+    /// `sha256:<hex>` of the config.
+    pub image_id: String,
+    /// `sha256:<hex>` of the manifest, where the destination writes one.
+    pub manifest_digest: Option<String>,
+}
+
+/// A destination: somewhere an image can be written.
+pub trait Destination {
+    /// Writes `image`; returns what was written.
+    fn write(self: Box<Self>, image: &Image) -> Result<Written>;
+}
+
+/// The layer specs of an image in order: the base image's layers, one per
+/// store layer, then the customisation layer. `nar_hash` gives a store
+/// path's NAR hash when the reference graph has it (it pins the bytes
+/// across machines in the layer's key).
+pub fn layer_specs(
+    base: Option<&BaseImage>,
+    store_layers: &[Vec<String>],
+    customisation: &Customisation,
+    customisation_dir: &str,
+    store_dir: &str,
+    owner: &Owner,
+    nar_hash: &dyn Fn(&str) -> Option<String>,
+) -> Vec<LayerSpec> {
+    let mut specs = Vec::new();
+    if let Some(b) = base {
+        for (i, l) in b.layers().iter().enumerate() {
+            specs.push(LayerSpec {
+                origin: Origin::Base(i),
+                history: vec![l.member.clone()],
+                key: None,
+            });
+        }
+    }
+    for paths in store_layers {
+        specs.push(LayerSpec {
+            origin: Origin::Store(paths.clone()),
+            history: paths.clone(),
+            key: Some(LayerKey::store(paths, nar_hash, store_dir, owner)),
+        });
+    }
+    specs.push(LayerSpec {
+        origin: Origin::Customisation,
+        history: vec![customisation_dir.to_owned()],
+        key: Some(LayerKey::diff_id(&customisation.diff_id)),
+    });
+    specs
+}
