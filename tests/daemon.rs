@@ -68,7 +68,7 @@ fn docker_incremental_load() {
     let known = daemon.known_chain_ids().unwrap();
     assert!(chains.iter().all(|c| !known.contains(c)), "fresh layers");
     let report = daemon.load(|out| Ok(out.write_all(&full)?)).unwrap();
-    assert_eq!(report.images, [tag.clone()], "{report:?}");
+    assert_eq!(report.images, std::slice::from_ref(&tag), "{report:?}");
     assert_eq!(report.layers_unpacked, 3, "{report:?}");
     let inspect_full = inspect(&tag);
     assert_eq!(inspect_full["Id"], Value::from(image.id()));
@@ -122,7 +122,7 @@ fn docker_incremental_load() {
             Ok(out.write_all(&omit_members(&full, omit))?)
         })
         .unwrap();
-    assert_eq!(report.images, [tag.clone()], "{report:?}");
+    assert_eq!(report.images, std::slice::from_ref(&tag), "{report:?}");
     assert_eq!(report.layers_unpacked, 1, "{report:?}");
     assert!(report.notes.is_empty(), "no resend: {report:?}");
     assert_eq!(
@@ -141,7 +141,7 @@ fn docker_incremental_load() {
     assert_eq!(layer_members(&empty), 0, "no layer member sent");
     let report = daemon.load(|out| Ok(out.write_all(&empty)?)).unwrap();
     let took = started.elapsed();
-    assert_eq!(report.images, [tag.clone()]);
+    assert_eq!(report.images, std::slice::from_ref(&tag));
     assert_eq!(report.layers_unpacked, 0);
     assert_eq!(comparable(inspect(&tag)), comparable(inspect_full));
     say(&format!(
@@ -214,7 +214,7 @@ fn docker_missing_layer_is_resent() {
         })
         .unwrap();
     assert_eq!(sent, [omit.to_vec(), vec![false; 3]]);
-    assert_eq!(report.images, [tag.clone()]);
+    assert_eq!(report.images, std::slice::from_ref(&tag));
     assert_eq!(report.layers_unpacked, 3);
     assert!(
         report

@@ -601,7 +601,7 @@ mod tests {
     #[test]
     fn body_over_the_limit_is_refused() {
         let mut raw = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
-        raw.extend(std::iter::repeat_n(b'x', 3 << 20));
+        raw.extend(vec![b'x'; 3 << 20]);
         let err = answer(&raw).unwrap().body(2 << 20).unwrap_err();
         assert!(format!("{err:#}").contains("larger than 2 MiB"), "{err:#}");
     }
@@ -671,7 +671,7 @@ mod tests {
         let got = reading.join().unwrap();
         let mut want = b"2\r\nab\r\n".to_vec();
         want.extend_from_slice(format!("{CHUNK_BUF:x}\r\n").as_bytes());
-        want.extend(std::iter::repeat_n(b'z', CHUNK_BUF));
+        want.extend(vec![b'z'; CHUNK_BUF]);
         want.extend_from_slice(b"\r\n0\r\n\r\n");
         assert_eq!(got, want);
     }
