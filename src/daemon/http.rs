@@ -12,7 +12,7 @@
 //! a streamed POST, three body framings) is a few hundred lines.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,13 +30,15 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// (nothing here talks to another machine, and there is no TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
+    /// `unix:///path/to/docker.sock`
     Unix(PathBuf),
+    /// `tcp://127.0.0.1:PORT` (or `[::1]`, or `localhost`)
     Tcp(SocketAddr),
 }
 
 impl Host {
     /// Parses a `DOCKER_HOST` value: `unix:///path` or `tcp://HOST:PORT`
-    /// where HOST resolves to a loopback address.
+    /// where HOST is a loopback IP address or `localhost`.
     pub fn parse(text: &str) -> Result<Host> {
         if let Some(path) = text.strip_prefix("unix://") {
             if path.is_empty() {
@@ -46,20 +48,22 @@ impl Host {
         }
         if let Some(rest) = text.strip_prefix("tcp://") {
             let authority = rest.trim_end_matches('/');
-            if authority.contains('/') {
-                bail!("{text}: a path after the port is not supported");
-            }
-            let addrs: Vec<SocketAddr> = authority
-                .to_socket_addrs()
-                .with_context(|| format!("{text}: not HOST:PORT"))?
-                .collect();
-            // Only loopback: the API is unauthenticated without TLS, and
-            // nothing this tool does may leave the machine.
-            return match addrs.iter().find(|a| a.ip().is_loopback()) {
-                Some(a) if addrs.iter().all(|a| a.ip().is_loopback()) => Ok(Host::Tcp(*a)),
+            // IP literals and `localhost` only: resolving any other name
+            // would itself be network traffic.
+            let addr = match authority.strip_prefix("localhost:") {
+                Some(port) => port
+                    .parse::<u16>()
+                    .ok()
+                    .map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+                None => authority.parse::<SocketAddr>().ok(),
+            };
+            return match addr {
+                // Only loopback: the API is unauthenticated without TLS,
+                // and nothing this tool does may leave the machine.
+                Some(a) if a.ip().is_loopback() => Ok(Host::Tcp(a)),
                 _ => bail!(
-                    "{text}: only unix:// sockets and loopback tcp:// addresses are supported \
-                     (no TLS, no remote daemons)"
+                    "{text}: only unix:// sockets and loopback tcp:// addresses \
+                     (tcp://127.0.0.1:PORT) are supported (no TLS, no remote daemons)"
                 ),
             };
         }
@@ -557,6 +561,13 @@ mod tests {
         let ssh = Host::parse("ssh://me@box").unwrap_err();
         assert!(format!("{ssh:#}").contains("unsupported scheme"), "{ssh:#}");
         assert!(Host::parse("unix://").is_err());
+        assert_eq!(
+            Host::parse("tcp://localhost:2375/").unwrap(),
+            Host::Tcp(SocketAddr::from(([127, 0, 0, 1], 2375)))
+        );
+        assert!(Host::parse("tcp://[::1]:2375").is_ok());
+        // Names other than localhost are not resolved.
+        assert!(Host::parse("tcp://docker.example:2375").is_err());
     }
 
     /// A connected pair: a response written into one end is read from the

@@ -23,18 +23,19 @@
 //!   between the check and the load makes moby fail on the missing file;
 //!   that error is a [`MissingLayer`], and [`Daemon::load_incremental`]
 //!   resends everything once when it sees it.
-//! - [`podman::load_podman`]: `podman load` with the archive on its stdin.
+//! - [`load_podman`]: `podman load` with the archive on its stdin.
 //!
-//! The HTTP client ([`http`]) is ours: Unix sockets or loopback TCP, no
+//! The HTTP client (`http.rs`) is ours: Unix sockets or loopback TCP, no
 //! async runtime, every read and write bounded in size and time. Nothing
 //! here prints; warnings travel in the report.
 
-pub mod http;
+mod http;
 mod messages;
-pub mod podman;
+mod podman;
 
 use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -45,7 +46,7 @@ use crate::digest;
 use http::{ChunkedRequest, Host, Response};
 
 pub use messages::{is_missing_layer, LoadReport, MissingLayer};
-pub use podman::load_podman;
+pub use podman::{load_podman, load_podman_with, PodmanUpload};
 
 /// The oldest Engine API this module speaks: Docker 1.12 (2016). Loading
 /// by chain ID with `manifest.json` archives dates from API 1.22; 1.24 is
@@ -97,21 +98,27 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Connects to `DOCKER_HOST` (default `unix:///var/run/docker.sock`).
+    /// Connects to the daemon the docker CLI would use: `DOCKER_HOST`, else
+    /// the endpoint of the docker context (`DOCKER_CONTEXT`, else
+    /// `currentContext` in `$DOCKER_CONFIG/config.json`, default
+    /// `~/.docker`), else `unix:///var/run/docker.sock`.
     ///
     /// # Errors
     /// One line naming the host when `DOCKER_HOST` is unsupported (remote,
-    /// TLS, ssh), the socket is missing, refuses or denies the connection,
-    /// the daemon does not answer in time, or its API is older than
-    /// [`MIN_API`].
+    /// TLS, ssh), the context is unreadable, the socket is missing, refuses
+    /// or denies the connection, the daemon does not answer in time, or its
+    /// API is older than [`MIN_API`].
     pub fn connect() -> Result<Daemon> {
-        let text = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| http::DEFAULT_HOST.to_owned());
-        if text.starts_with("tcp://")
-            && std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty())
-        {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let config_dir = var("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| var("HOME").map(|h| Path::new(&h).join(".docker")));
+        let text = resolve_host(
+            var("DOCKER_HOST"),
+            var("DOCKER_CONTEXT"),
+            config_dir.as_deref(),
+        )?;
+        if text.starts_with("tcp://") && var("DOCKER_TLS_VERIFY").is_some() {
             bail!("docker daemon at {text}: DOCKER_TLS_VERIFY is set, and TLS is not supported");
         }
         Daemon::connect_to(&text, Timeouts::default())
@@ -540,6 +547,68 @@ fn omit_blocker(info: &Value, podman: bool) -> Option<String> {
     None
 }
 
+/// The host the docker CLI would use, from its environment and config
+/// directory (see [`Daemon::connect`]).
+fn resolve_host(
+    docker_host: Option<String>,
+    docker_context: Option<String>,
+    config_dir: Option<&Path>,
+) -> Result<String> {
+    if let Some(host) = docker_host {
+        return Ok(host);
+    }
+    let read_json = |path: &Path| -> Result<Option<Value>> {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(anyhow!("{}: {e}", path.display())),
+        };
+        // Bounded: these are small files, and may be anything.
+        let mut text = Vec::new();
+        file.take(1 << 20)
+            .read_to_end(&mut text)
+            .with_context(|| format!("{}", path.display()))?;
+        let value = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: not JSON", path.display()))?;
+        Ok(Some(value))
+    };
+    let context = match (docker_context, config_dir) {
+        (Some(name), _) => Some(name),
+        (None, Some(dir)) => read_json(&dir.join("config.json"))?
+            .and_then(|c| c["currentContext"].as_str().map(str::to_owned))
+            .filter(|name| !name.is_empty()),
+        (None, None) => None,
+    };
+    let name = match context {
+        Some(name) if name != "default" => name,
+        _ => return Ok(http::DEFAULT_HOST.to_owned()),
+    };
+    let Some(dir) = config_dir else {
+        bail!("docker context {name:?}: no docker config directory (HOME unset)");
+    };
+    // The CLI stores a context under the sha256 of its name.
+    let meta = dir
+        .join("contexts/meta")
+        .join(digest::sha256_hex(name.as_bytes()))
+        .join("meta.json");
+    let meta_json = read_json(&meta)?.ok_or_else(|| {
+        anyhow!(
+            "docker context {name:?}: no such context ({})",
+            meta.display()
+        )
+    })?;
+    meta_json["Endpoints"]["docker"]["Host"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            anyhow!(
+                "docker context {name:?}: no docker endpoint in {}",
+                meta.display()
+            )
+        })
+}
+
 /// `1.41` → (1, 41).
 fn parse_api(text: &str) -> Option<(u32, u32)> {
     let (major, minor) = text.trim().split_once('.')?;
@@ -800,6 +869,55 @@ mod tests {
         // Permission denied cannot be provoked as root; the mapping is direct.
         let e = http::connect_error(io::Error::from(io::ErrorKind::PermissionDenied));
         assert!(format!("{e}").contains("permission denied on the socket"));
+    }
+
+    #[test]
+    fn uploads_are_owned_writers() {
+        // What the image writer needs to move its output to a thread.
+        fn owned_writer<W: Write + Send + 'static>() {}
+        owned_writer::<Upload>();
+        owned_writer::<PodmanUpload>();
+    }
+
+    #[test]
+    fn host_is_resolved_as_the_docker_cli_does() {
+        let dir = std::env::temp_dir().join(format!("sli-docker-config-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let meta = dir
+            .join("contexts/meta")
+            .join(digest::sha256_hex(b"rootless"));
+        std::fs::create_dir_all(&meta).unwrap();
+        std::fs::write(
+            meta.join("meta.json"),
+            r#"{"Name":"rootless","Endpoints":{"docker":{"Host":"unix:///run/user/1000/docker.sock"}}}"#,
+        )
+        .unwrap();
+        let resolve = |host: Option<&str>, context: Option<&str>, dir: Option<&Path>| {
+            resolve_host(host.map(str::to_owned), context.map(str::to_owned), dir)
+        };
+        assert_eq!(resolve(None, None, None).unwrap(), http::DEFAULT_HOST);
+        assert_eq!(
+            resolve(None, None, Some(&dir)).unwrap(),
+            http::DEFAULT_HOST,
+            "no config.json"
+        );
+        std::fs::write(dir.join("config.json"), r#"{"currentContext":"rootless"}"#).unwrap();
+        let rootless = "unix:///run/user/1000/docker.sock";
+        assert_eq!(resolve(None, None, Some(&dir)).unwrap(), rootless);
+        assert_eq!(
+            resolve(Some("tcp://127.0.0.1:1"), None, Some(&dir)).unwrap(),
+            "tcp://127.0.0.1:1"
+        );
+        assert_eq!(
+            resolve(None, Some("default"), Some(&dir)).unwrap(),
+            http::DEFAULT_HOST
+        );
+        let err = resolve(None, Some("gone"), Some(&dir)).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("docker context \"gone\": no such context"),
+            "{err:#}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
