@@ -318,6 +318,7 @@ impl Daemon {
         Ok(Upload {
             request: Some(request),
             shown: self.shown.clone(),
+            timeout: self.timeouts.load,
             sent: 0,
             failed: None,
         })
@@ -379,6 +380,7 @@ impl Daemon {
 pub struct Upload {
     request: Option<ChunkedRequest>,
     shown: String,
+    timeout: Duration,
     sent: u64,
     /// The first write error, as returned to the writer.
     failed: Option<String>,
@@ -421,7 +423,10 @@ impl Upload {
     fn explain(&mut self, e: io::Error) -> io::Error {
         let what = format!("docker daemon at {}: POST /images/load", self.shown);
         let message = if http::is_timeout(&e) {
-            format!("{what}: the daemon stopped reading the archive (no progress for a long time)")
+            format!(
+                "{what}: the daemon stopped reading the archive (no progress for {} s)",
+                self.timeout.as_secs()
+            )
         } else {
             let answer = self
                 .request
@@ -1288,6 +1293,40 @@ mod tests {
         let text = format!("{err:#}");
         assert!(
             text.contains("GET /_ping: waiting for the answer: no progress for 1 s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn daemon_that_stops_reading_times_out() {
+        let f = fake("stuck", |req, _, w| {
+            if !handshake(req, w, "1.41", None) {
+                // Neither reads the body nor answers nor closes.
+                std::thread::sleep(Duration::from_secs(30));
+            }
+        });
+        let timeouts = Timeouts {
+            api: Duration::from_secs(5),
+            load: Duration::from_secs(1),
+        };
+        let d = Daemon::connect_to(&f.host, timeouts).unwrap();
+        let started = Instant::now();
+        let err = d
+            .load(|out| {
+                for _ in 0..1000 {
+                    out.write_all(&[0; 65536])?;
+                }
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("stopped reading the archive (no progress for 1 s)"),
             "{text}"
         );
     }
