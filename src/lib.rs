@@ -21,6 +21,9 @@
 //!    JSON text, [`pyjson`]); [`archive`] writes the outer docker-archive;
 //!    [`output`] handles stdout, `-o` files and compression.
 //!
+//! 7. [`daemon`] loads the archive into a Docker daemon (sending only the
+//!    layers it lacks) or podman.
+//!
 //! [`stream`] runs steps 5 and 6 in nixpkgs' order for one image; the
 //! executable (`main.rs`) parses the command line ([`cli`]), runs steps 1
 //! to 4 and hands the result to [`stream`]. [`escape`] keeps messages on
@@ -34,6 +37,7 @@ pub mod cli;
 pub mod compression;
 pub mod conf;
 pub mod customisation;
+pub mod daemon;
 pub mod destination;
 pub mod digest;
 pub mod escape;
