@@ -40,5 +40,6 @@ pub mod layering;
 pub mod nix;
 pub mod output;
 pub mod pyjson;
+pub mod sbom;
 pub mod stream;
 pub mod tar;
