@@ -353,3 +353,29 @@ fn files_are_written_with_their_formats() {
     assert!(format!("{err:#}").contains("--sbom-out"), "{err:#}");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The CLI fields (`src/cli.rs`) that main pairs with [`pair_outputs`].
+#[test]
+fn sbom_options_repeat_in_order() {
+    use crate::cli::Cli;
+    use clap::Parser;
+    let c = Cli::try_parse_from([
+        "x",
+        "c.json",
+        "--sbom",
+        "cyclonedx",
+        "--sbom-out",
+        "a.cdx.json",
+        "--sbom",
+        "spdx",
+        "--sbom-out",
+        "a.spdx.json",
+    ])
+    .unwrap();
+    assert_eq!(c.sbom, vec![SbomFormat::CycloneDx, SbomFormat::Spdx]);
+    assert_eq!(
+        c.sbom_out,
+        vec![PathBuf::from("a.cdx.json"), PathBuf::from("a.spdx.json")]
+    );
+    assert!(Cli::try_parse_from(["x", "c.json", "--sbom", "xml"]).is_err());
+}
