@@ -338,6 +338,60 @@ pub fn load_input(
     ))
 }
 
+/// The image's layers for [`load_input`], from its diff_ids in image order
+/// (the config's `rootfs.diff_ids`): `base_count` base-image layers, one
+/// per entry of `store_layers`, then the customisation layer.
+///
+/// # Errors
+///
+/// When the counts do not add up (a caller's bug, named in one line).
+pub fn image_layers(
+    diff_ids: &[String],
+    base_count: usize,
+    store_layers: &[Vec<String>],
+) -> Result<Vec<Layer>> {
+    let want = base_count + store_layers.len() + 1;
+    if diff_ids.len() != want {
+        bail!(
+            "SBOM: the image has {} diff_ids, but {base_count} base + {} store + 1 customisation layers",
+            diff_ids.len(),
+            store_layers.len()
+        );
+    }
+    Ok(diff_ids
+        .iter()
+        .enumerate()
+        .map(|(i, diff_id)| Layer {
+            diff_id: diff_id.clone(),
+            kind: if i < base_count {
+                LayerKind::Base
+            } else if i - base_count < store_layers.len() {
+                LayerKind::Store(store_layers[i - base_count].clone())
+            } else {
+                LayerKind::Customisation
+            },
+        })
+        .collect())
+}
+
+impl ImageIdentity {
+    /// The identity of an image loaded as `repo_tag` (`name:tag`; the name
+    /// may hold a registry with a port, `host:5000/app:1`) with this image
+    /// ID; the other fields are left for the caller.
+    pub fn for_repo_tag(repo_tag: &str, image_id: &str) -> ImageIdentity {
+        let name = match repo_tag.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => name,
+            _ => repo_tag,
+        };
+        ImageIdentity {
+            name: name.to_owned(),
+            image_id: image_id.to_owned(),
+            tags: vec![repo_tag.to_owned()],
+            ..Default::default()
+        }
+    }
+}
+
 /// Writes each requested SBOM to its file (atomically: a temporary file
 /// beside it, renamed into place), and returns the warnings, each once.
 ///

@@ -379,3 +379,23 @@ fn sbom_options_repeat_in_order() {
     );
     assert!(Cli::try_parse_from(["x", "c.json", "--sbom", "xml"]).is_err());
 }
+
+#[test]
+fn layers_and_identity_for_main() {
+    let ids: Vec<String> = ["1", "2", "3", "4"].iter().map(|c| digest(c)).collect();
+    let store = vec![vec![GLIBC.to_owned()], vec![HELLO.to_owned()]];
+    let layers = image_layers(&ids, 1, &store).unwrap();
+    assert_eq!(layers[0].kind, LayerKind::Base);
+    assert_eq!(layers[2].kind, LayerKind::Store(vec![HELLO.to_owned()]));
+    assert_eq!(layers[3].kind, LayerKind::Customisation);
+    assert!(image_layers(&ids, 0, &store)
+        .unwrap_err()
+        .to_string()
+        .contains("diff_ids"));
+    let id = ImageIdentity::for_repo_tag("host:5000/team/app:1.0", "sha256:x");
+    assert_eq!((id.name.as_str(), id.tags.len()), ("host:5000/team/app", 1));
+    assert_eq!(
+        ImageIdentity::for_repo_tag("host:5000/app", "x").name,
+        "host:5000/app"
+    );
+}
