@@ -10,7 +10,9 @@
 #     nixpkgs, so the same bytes) and its sha256 in `checksum`;
 #   * exports the reference graph of the image (closureInfo of nixpkgs'
 #     closure roots: the image's base JSON and the customisation layer);
-#   * writes conf.json and a wrapper that runs `stream-layered-image CONF "$@"`.
+#   * writes conf.json (with the `meta` of `contents` for the SBOM) and a
+#     wrapper that runs `stream-layered-image CONF "$@"`;
+#   * on demand, `passthru.sbom`: the executable's SPDX / CycloneDX files.
 # No python, no jq: the popularity contest, the layeringPipeline and the
 # fromImage layer count happen in the executable when the image streams.
 {
