@@ -271,6 +271,10 @@ impl ConfSbom {
                 entry.licenses = licenses;
             }
         }
+        let warnings = warnings
+            .iter()
+            .map(|w| crate::escape::one_line(w))
+            .collect();
         (out, warnings)
     }
 }

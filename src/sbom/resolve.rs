@@ -246,8 +246,15 @@ pub(crate) fn resolve(input: &SbomInput) -> Resolved<'_> {
         .filter(|t| !t.is_empty())
         .cloned()
         .or_else(|| (!image.name.is_empty()).then(|| image.name.clone()))
-        .unwrap_or_else(|| image.image_id.clone());
+        .or_else(|| (!image.image_id.is_empty()).then(|| image.image_id.clone()))
+        // SPDX requires a document name.
+        .unwrap_or_else(|| "image".to_owned());
 
+    // Paths and names come from the input: keep every warning one line.
+    let warnings = warnings
+        .iter()
+        .map(|w| crate::escape::one_line(w))
+        .collect();
     Resolved {
         image,
         image_ref,

@@ -399,3 +399,97 @@ fn layers_and_identity_for_main() {
         "host:5000/app"
     );
 }
+
+/// Damaged and odd input never panics and always gives parseable JSON with
+/// one-line warnings: random store paths (any characters, wrong shapes),
+/// hashes, references to nowhere, layer indices, licences and times.
+#[test]
+fn odd_input_never_panics() {
+    let seed = std::cell::Cell::new(0x9e37_79b9_7f4a_7c15u64);
+    let next = || {
+        let mut x = seed.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        seed.set(x);
+        x
+    };
+    let pieces = [
+        "",
+        "-",
+        "--1",
+        "é",
+        "\n",
+        "/",
+        "/nix/store/",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "-x-1.0",
+        "sha256:",
+        "sha256-",
+        "=",
+        "+",
+        "?",
+        " ",
+        "\u{0}",
+        "1zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+        "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=",
+        "https://",
+        "LicenseRef-",
+        "MIT",
+        ":",
+    ];
+    let text = || -> String {
+        (0..next() % 5)
+            .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+            .collect()
+    };
+    for _ in 0..300 {
+        let paths: Vec<String> = (0..text().len() % 6 + 1).map(|_| text()).collect();
+        let mut input = SbomInput {
+            image: ImageIdentity {
+                name: text(),
+                manifest_digest: Some(text()).filter(|s| !s.is_empty()),
+                image_id: text(),
+                tags: vec![text()],
+                created_unix: Some(next() as i64),
+                reproducible: next() % 2 == 0,
+                architecture: Some(text()),
+            },
+            layers: vec![Layer {
+                diff_id: text(),
+                kind: LayerKind::Store(paths.clone()),
+            }],
+            store_paths: Vec::new(),
+        };
+        for p in &paths {
+            input.store_paths.push(StorePath {
+                path: p.clone(),
+                nar_hash: Some(text()),
+                nar_size: Some(next()),
+                references: Some(vec![
+                    paths[(next() % paths.len() as u64) as usize].clone(),
+                    text(),
+                ]),
+                layer: Some((next() % 3) as usize),
+                meta: PackageMeta {
+                    name: Some(text()),
+                    version: Some(text()),
+                    licenses: vec![License {
+                        spdx_id: Some(text()),
+                        name: Some(text()),
+                    }],
+                    homepage: Some(text()),
+                    description: Some(text()),
+                },
+            });
+        }
+        for format in [SbomFormat::Spdx, SbomFormat::CycloneDx] {
+            let (bytes, warnings) = render(format, &input);
+            serde_json::from_slice::<Value>(&bytes).unwrap();
+            assert!(
+                warnings.iter().all(|w| !w.contains(char::is_control)),
+                "{warnings:?}"
+            );
+        }
+    }
+}
