@@ -49,6 +49,7 @@ pub enum LayerKind {
 pub struct Layer {
     /// `sha256:<hex>` of the uncompressed layer tarball.
     pub diff_id: String,
+    /// Base, store (with its paths) or customisation.
     pub kind: LayerKind,
 }
 
@@ -83,18 +84,21 @@ pub struct StorePath {
     pub path: String,
     /// The NAR hash as Nix writes it (`sha256:<base32>` or SRI).
     pub nar_hash: Option<String>,
+    /// The NAR size in bytes, as the reference graph gives it.
     pub nar_size: Option<u64>,
     /// Its references as Nix lists them (a self-reference is allowed);
     /// `None` when the reference graph does not know the path.
     pub references: Option<Vec<String>>,
     /// Index in [`SbomInput::layers`] of the layer that holds it.
     pub layer: Option<usize>,
+    /// What Nix's `pname`, `version` and `meta` say about it.
     pub meta: PackageMeta,
 }
 
 /// Everything an SBOM is written from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SbomInput {
+    /// The image: the documents' described root.
     pub image: ImageIdentity,
     /// Every layer, in image order (base, store, customisation).
     pub layers: Vec<Layer>,
