@@ -13,6 +13,9 @@
 //! graph's references; the bytes do not depend on input order; and damaged
 //! input (a path missing from the graph, an unparsable name, a bad hash, a
 //! licence without SPDX id) still gives valid documents plus warnings.
+//!
+//! `executable_writes_sboms` runs `--sbom … --sbom-out …` on the reference
+//! fixture once `src/main.rs` wires them (it says SKIPPED until then).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -20,11 +23,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use stream_layered_image::nix::{parse_references_graph, GraphEntry};
 use stream_layered_image::sbom::{
     self, ImageIdentity, Layer, LayerKind, License, PackageMeta, SbomFormat, SbomInput, StorePath,
 };
+
+mod common;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -512,4 +517,150 @@ fn damaged_input_still_gives_valid_sboms_and_warnings() {
         );
     }
     let _ = fs::remove_dir_all(dir);
+}
+
+/// The executable end to end: a graph-form conf on the reference fixture
+/// with Nix metadata in the conf, SBOMs written beside the image, valid,
+/// byte-identical across two runs, and naming the image ID and diff_ids the
+/// archive holds; a `store_layers` conf (no graph) still gets SBOMs, with a
+/// warning per path; misused options fail before streaming.
+#[test]
+fn executable_writes_sboms() {
+    if !include_str!("../src/main.rs").contains("write_sbom_files") {
+        println!("SKIPPED: src/main.rs does not call sbom::write_sbom_files yet");
+        return;
+    }
+    common::fixture();
+    let dir = common::Scratch::new("sbom-exe");
+    let conf = common::vector("basic")["conf"].clone();
+    let layers: Vec<Vec<String>> = serde_json::from_value(conf["store_layers"].clone()).unwrap();
+    let all: Vec<String> = layers.iter().flatten().cloned().collect();
+    let hello = all.iter().find(|p| p.contains("-hello-")).unwrap().clone();
+    let graph: Vec<Value> = all
+        .iter()
+        .map(|p| {
+            let refs: Vec<&String> = if *p == hello {
+                all.iter().collect()
+            } else {
+                vec![p]
+            };
+            json!({"path": p, "narSize": 1000, "references": refs,
+                   "narHash": "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"})
+        })
+        .collect();
+    let graph_path = dir.path("graph.json");
+    fs::write(&graph_path, serde_json::to_vec(&graph).unwrap()).unwrap();
+    let mut graph_conf = conf.clone();
+    graph_conf.as_object_mut().unwrap().remove("store_layers");
+    graph_conf["layering"] = json!({"graph": graph_path, "max_layers": 100});
+    graph_conf["sbom"] = json!({"formats": ["spdx", "cyclonedx"], "packages": [
+        {"path": hello, "pname": "hello", "version": "2.12.1",
+         "license": [{"spdxId": "GPL-3.0-or-later", "fullName": "GNU GPL v3.0 or later"}],
+         "homepage": "https://www.gnu.org/software/hello/", "description": "Hello"}]});
+    let conf_path = dir.conf("graph-conf.json", &graph_conf);
+
+    let run = |conf: &Path, tag: &str| {
+        let spdx = dir.path(&format!("{tag}.spdx.json"));
+        let cdx = dir.path(&format!("{tag}.cdx.json"));
+        let tar = dir.path(&format!("{tag}.tar"));
+        let out = common::run(
+            &[
+                conf.as_os_str(),
+                "-q".as_ref(),
+                "-o".as_ref(),
+                tar.as_os_str(),
+                "--sbom".as_ref(),
+                "spdx".as_ref(),
+                "--sbom-out".as_ref(),
+                spdx.as_os_str(),
+                "--sbom".as_ref(),
+                "cyclonedx".as_ref(),
+                "--sbom-out".as_ref(),
+                cdx.as_os_str(),
+            ],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        (
+            vec![(SbomFormat::Spdx, spdx), (SbomFormat::CycloneDx, cdx)],
+            tar,
+            stderr,
+        )
+    };
+    let (outs, tar, stderr) = run(&conf_path, "a");
+    assert!(
+        stderr.is_empty(),
+        "no warnings for a complete graph: {stderr}"
+    );
+    validate(&outs);
+    let (again, _, _) = run(&conf_path, "b");
+    for ((_, a), (_, b)) in outs.iter().zip(&again) {
+        assert_eq!(
+            fs::read(a).unwrap(),
+            fs::read(b).unwrap(),
+            "{} differs between runs",
+            a.display()
+        );
+    }
+
+    // The SBOM names what the archive holds.
+    let archive = common::Archive::parse(&fs::read(&tar).unwrap());
+    let config: Value = serde_json::from_slice(archive.config()).unwrap();
+    let image_id = format!("sha256:{}", common::sha256_hex(archive.config()));
+    let bom = read(&outs[1].1);
+    let props: BTreeMap<String, String> = bom["metadata"]["component"]["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (s(&p["name"]), s(&p["value"])))
+        .collect();
+    assert_eq!(props["stream-layered-image:image:id"], image_id);
+    assert_eq!(
+        props["stream-layered-image:image:tag"],
+        s(&conf["repo_tag"])
+    );
+    let layer_ids: Vec<String> = bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["type"] == "file")
+        .map(|c| format!("sha256:{}", s(&c["hashes"][0]["content"])))
+        .collect();
+    let diff_ids: Vec<String> =
+        serde_json::from_value(config["rootfs"]["diff_ids"].clone()).unwrap();
+    assert_eq!(layer_ids, diff_ids);
+    let hello_c = bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["bom-ref"] == hello.as_str())
+        .unwrap();
+    assert_eq!(hello_c["licenses"][0]["expression"], "GPL-3.0-or-later");
+
+    // nixpkgs' form: no graph, still SBOMs, one warning per path.
+    let plain_path = dir.conf("plain-conf.json", &conf);
+    let (outs, _, stderr) = run(&plain_path, "plain");
+    validate(&outs);
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("not in the reference graph"))
+            .count(),
+        all.len(),
+        "{stderr}"
+    );
+
+    // Misuse fails before anything is written.
+    let out = Command::new(common::bin())
+        .arg(&plain_path)
+        .args(["--sbom", "spdx", "--sbom-out", "a", "--sbom-out", "b"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--sbom-out"));
 }
