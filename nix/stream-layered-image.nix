@@ -278,7 +278,9 @@ let
           homepage = drv.meta.homepage or null;
         in
         {
-          path = "${drv}";
+          # A key, not a dependency: metadata of a package the image does
+          # not hold must not pull it into the conf's closure.
+          path = builtins.unsafeDiscardStringContext "${drv}";
           pname = drv.pname or null;
           version = drv.version or null;
           license = map sbomLicense (lib.toList (drv.meta.license or [ ]));

@@ -96,6 +96,12 @@ let
         });
       in
       map (p: p.description) conf.sbom.packages == [ "in-config" "listed" ];
+    "sbomPackages are keys, not dependencies of the conf" =
+      let
+        notInImage = pkgs.writeTextFile { name = "not-in-image"; text = ""; };
+        confHead = (sli { name = "x"; sbomPackages = [ notInImage ]; }).conf.confHead;
+      in
+      !(builtins.getContext confHead ? ${builtins.unsafeDiscardStringContext notInImage.drvPath});
   };
   # The conf's JSON as the build writes it, minus the fields computed at build time.
   confOf = image: builtins.fromJSON (builtins.unsafeDiscardStringContext image.conf.confHead + "}");
