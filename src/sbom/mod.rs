@@ -16,7 +16,7 @@
 //! * [`name`] (`builtins.parseDrvName`) and [`hash`] (Nix base-32 and SRI
 //!   to hex) turn Nix's spellings into what the formats take;
 //! * `resolve` works out the facts both formats write, and the warnings;
-//! * [`spdx`] and [`cyclonedx`] write the documents; `uuid` names them.
+//! * [`mod@spdx`] and [`mod@cyclonedx`] write the documents; `uuid` names them.
 //!
 //! Library code never prints: every function returns its warnings (a path
 //! missing from the graph, an unparsable name, a malformed hash), each one

@@ -1,8 +1,8 @@
 //! What an SBOM describes: the image (its digests, tags and layers) and, per
 //! store path in it, what Nix knows (NAR hash and size, references) and
 //! what the Nix function passed from `meta` (name, version, licenses,
-//! homepage, description). Both formats ([`super::spdx`],
-//! [`super::cyclonedx`]) are written from an [`SbomInput`]; nothing here
+//! homepage, description). Both formats ([`super::spdx()`],
+//! [`super::cyclonedx()`]) are written from an [`SbomInput`]; nothing here
 //! knows about either format.
 
 use std::collections::{BTreeMap, HashMap};
