@@ -51,6 +51,7 @@ fn synthetic(n: usize, span: usize, seed: u64) -> Vec<GraphEntry> {
             }
             GraphEntry {
                 path: path(i),
+                nar_hash: None,
                 nar_size: 8 << (next() % 24),
                 references: refs,
             }

@@ -10,7 +10,9 @@
 #     nixpkgs, so the same bytes) and its sha256 in `checksum`;
 #   * exports the reference graph of the image (closureInfo of nixpkgs'
 #     closure roots: the image's base JSON and the customisation layer);
-#   * writes conf.json and a wrapper that runs `stream-layered-image CONF "$@"`.
+#   * writes conf.json (with the `meta` of `contents` for the SBOM) and a
+#     wrapper that runs `stream-layered-image CONF "$@"`;
+#   * on demand, `passthru.sbom`: the executable's SPDX / CycloneDX files.
 # No python, no jq: the popularity contest, the layeringPipeline and the
 # fromImage layer count happen in the executable when the image streams.
 {
@@ -58,6 +60,12 @@ let
         ln -s $i nix/var/nix/gcroots/docker/$(basename $i)
       done
     '';
+
+  # The file name endings of the SBOM formats in passthru.sbom.
+  sbomExtensions = {
+    spdx = "spdx.json";
+    cyclonedx = "cdx.json";
+  };
 
   compressors = {
     none = "";
@@ -109,9 +117,21 @@ let
       layeringPipeline ? null,
       # Explain the layering on stderr when the image streams.
       debug ? false,
+      # Not nixpkgs arguments (nixpkgs makes no SBOM): the formats of
+      # `passthru.sbom` ("spdx", "cyclonedx"; [ ] for none), and
+      # derivations whose `meta` the SBOM should carry besides `contents`'
+      # and those in `config` (a store path interpolated into a string
+      # keeps no `meta`, so list the package here).
+      sbom ? [
+        "spdx"
+        "cyclonedx"
+      ],
+      sbomPackages ? [ ],
     }:
     assert lib.assertMsg (layeringPipeline == null -> maxLayers > 1)
       "the maxLayers argument of dockerTools.buildLayeredImage function must be greather than 1 (current value: ${toString maxLayers})";
+    assert lib.assertMsg (builtins.all (f: sbomExtensions ? ${f}) (lib.toList sbom))
+      "the sbom argument of streamLayeredImage takes a list of \"spdx\" and \"cyclonedx\" (current value: ${builtins.toJSON sbom})";
     assert lib.assertMsg (enableFakechroot -> !stdenv.hostPlatform.isDarwin) ''
       cannot use `enableFakechroot` because `proot` is not portable to Darwin. Workarounds:
             - use `fakeRootCommands` with the restricted `fakeroot` environment
@@ -223,6 +243,52 @@ let
         else
           "${layeringPipeline}";
 
+      # What Nix knows about the packages and the SBOM does not: pname,
+      # version and meta of `contents`, of derivations in `config` and of
+      # `sbomPackages`, by store path. They override what the executable
+      # parses from store path names (builtins.parseDrvName).
+      sbomDerivations =
+        let
+          inConfig =
+            v:
+            if lib.isDerivation v then
+              [ v ]
+            else if builtins.isList v then
+              lib.concatMap inConfig v
+            else if builtins.isAttrs v then
+              lib.concatMap inConfig (builtins.attrValues v)
+            else
+              [ ];
+        in
+        builtins.filter lib.isDerivation (contentsList ++ inConfig config ++ lib.toList sbomPackages);
+      # nixpkgs' meta.license: a licence set (lib.licenses.*), a string, or a list.
+      sbomLicense =
+        l:
+        if builtins.isAttrs l then
+          {
+            spdxId = l.spdxId or null;
+            fullName = l.fullName or null;
+            shortName = l.shortName or null;
+          }
+        else
+          toString l;
+      sbomPackage =
+        drv:
+        let
+          homepage = drv.meta.homepage or null;
+        in
+        {
+          # A key, not a dependency: metadata of a package the image does
+          # not hold must not pull it into the conf's closure.
+          path = builtins.unsafeDiscardStringContext "${drv}";
+          pname = drv.pname or null;
+          version = drv.version or null;
+          license = map sbomLicense (lib.toList (drv.meta.license or [ ]));
+          # nixpkgs allows a list of homepages; the SBOM takes the first.
+          homepage = if builtins.isList homepage then lib.head (homepage ++ [ null ]) else homepage;
+          description = drv.meta.description or null;
+        };
+
       # Everything but created, mtime and repo_tag, which the build computes.
       confHead = lib.removeSuffix "}" (
         builtins.toJSON {
@@ -247,6 +313,10 @@ let
             inherit pipeline debug;
           };
           customisation_layer = "${customisationLayer}";
+          sbom = {
+            formats = lib.toList sbom;
+            packages = map sbomPackage sbomDerivations;
+          };
         }
       );
 
@@ -286,6 +356,19 @@ let
             } > $out
           '';
 
+      # The SBOMs of the image, made by the executable: the layers' diff_ids
+      # and the image ID exist only once the image has streamed, so it
+      # streams (to /dev/null) and writes only the SBOM files. With
+      # `created = "now"` the image, and so its SBOM, differs on every run.
+      sbomDrv = runCommand "${baseName}-sbom" { preferLocalBuild = true; allowSubstitutes = false; } ''
+        mkdir $out
+        ${exe} ${conf} --quiet ${
+          lib.concatMapStrings (
+            f: " --sbom ${f} --sbom-out $out/${lib.escapeShellArg "${baseName}.${sbomExtensions.${f}}"}"
+          ) (lib.toList sbom)
+        } > /dev/null
+      '';
+
       script =
         runCommand "stream-${baseName}"
           {
@@ -295,6 +378,8 @@ let
             passthru = passthru // {
               inherit (conf) imageTag;
               inherit conf customisationLayer;
+              # SPDX and/or CycloneDX JSON of the image (null with sbom = [ ]).
+              sbom = if lib.toList sbom == [ ] then null else sbomDrv;
               streamScript = exe;
               # lib.getExe image runs the stream script (see `bin` below).
               bin = binDir;

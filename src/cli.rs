@@ -124,6 +124,17 @@ pub struct Cli {
     /// tuning maxLayers. Applies when the conf has `layering`.
     #[arg(long)]
     pub explain_layers: bool,
+
+    /// Make an SBOM of the image in FORMAT (SPDX 2.3 or CycloneDX 1.6 JSON);
+    /// repeatable, once per format. Each goes to the --sbom-out FILE in the
+    /// same position, and into OCI outputs as an artifact of the image.
+    #[arg(long = "sbom", value_name = "FORMAT", value_enum, action = clap::ArgAction::Append)]
+    pub sbom: Vec<crate::sbom::SbomFormat>,
+
+    /// Write the SBOM of the --sbom FORMAT in the same position to FILE
+    /// (atomically); repeatable: give one per --sbom, in the same order.
+    #[arg(long = "sbom-out", value_name = "FILE", action = clap::ArgAction::Append)]
+    pub sbom_out: Vec<PathBuf>,
 }
 
 impl Cli {

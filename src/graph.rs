@@ -254,6 +254,7 @@ mod tests {
     fn entry(name: &str, size: u64, refs: &[&str]) -> GraphEntry {
         GraphEntry {
             path: p(name),
+            nar_hash: None,
             nar_size: size,
             references: refs.iter().map(|r| p(r)).collect(),
         }

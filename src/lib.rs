@@ -51,4 +51,5 @@ pub mod output;
 pub mod progress;
 pub mod pyjson;
 pub mod reference;
+pub mod sbom;
 pub mod tar;

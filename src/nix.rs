@@ -7,7 +7,8 @@
 //! the key `graph` of `.attrs.json`), and `closure-info.nix` writes the same
 //! data as `registration` (repeated records `path`, `narHash`, `narSize`, an
 //! empty deriver line, the reference count, then the references, one a line).
-//! Only `path`, `narSize` and `references` matter to the algorithms.
+//! Only `path`, `narSize` and `references` matter to the algorithms; the
+//! `narHash` is kept, as Nix wrote it, for the SBOM (`crate::sbom`).
 
 use std::path::Path;
 
@@ -18,6 +19,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GraphEntry {
     pub path: String,
+    /// The NAR hash as Nix wrote it (`sha256:<nix-base32>`, or SRI
+    /// `sha256-<base64>` in newer JSON); `None` when the input had none.
+    /// Not checked here: the layering never reads it, so a malformed hash
+    /// must not stop an image from streaming (the SBOM warns instead).
+    pub nar_hash: Option<String>,
     pub nar_size: u64,
     /// As Nix writes them: may include `path` itself (a self-reference).
     pub references: Vec<String>,
@@ -89,7 +95,7 @@ pub fn parse_registration(text: &str) -> Result<Vec<GraphEntry>> {
         if !path.starts_with('/') {
             bail!("line {start}: expected a store path, got {path:?}");
         }
-        next(&mut at, "the narHash")?;
+        let nar_hash = next(&mut at, "the narHash")?.trim();
         let size = next(&mut at, "the narSize")?;
         let nar_size = size
             .trim()
@@ -109,6 +115,7 @@ pub fn parse_registration(text: &str) -> Result<Vec<GraphEntry>> {
         }
         entries.push(GraphEntry {
             path: path.to_owned(),
+            nar_hash: (!nar_hash.is_empty()).then(|| nar_hash.to_owned()),
             nar_size,
             references,
         });
@@ -120,6 +127,9 @@ pub fn parse_registration(text: &str) -> Result<Vec<GraphEntry>> {
 #[serde(rename_all = "camelCase")]
 struct JsonEntry {
     path: String,
+    // Optional: hand-written graphs (and the tests' vectors) may leave it out.
+    #[serde(default)]
+    nar_hash: Option<String>,
     nar_size: u64,
     references: Vec<String>,
 }
@@ -147,6 +157,7 @@ pub fn parse_references_graph(bytes: &[u8]) -> Result<Vec<GraphEntry>> {
         .into_iter()
         .map(|e| GraphEntry {
             path: e.path,
+            nar_hash: e.nar_hash.filter(|h| !h.is_empty()),
             nar_size: e.nar_size,
             references: e.references,
         })
@@ -227,11 +238,13 @@ mod tests {
             vec![
                 GraphEntry {
                     path: Q.into(),
+                    nar_hash: Some("sha256:abc".into()),
                     nar_size: 77000,
                     references: vec![Q.into(), P.into()]
                 },
                 GraphEntry {
                     path: P.into(),
+                    nar_hash: Some("sha256:def".into()),
                     nar_size: 30,
                     references: vec![]
                 },
@@ -260,6 +273,21 @@ mod tests {
             parse_references_graph(format!(r#"{{"graph":{list},"other":1}}"#).as_bytes()).unwrap();
         assert_eq!(a, b);
         assert_eq!(a[0].nar_size, 5);
+        assert_eq!(a[0].nar_hash.as_deref(), Some("sha256:x"));
+        // SRI hashes (newer Nix) are kept as written; a missing one is None.
+        let sri =
+            format!(r#"[{{"narHash":"sha256-AAAA","narSize":5,"path":"{P}","references":[]}}]"#);
+        assert_eq!(
+            parse_references_graph(sri.as_bytes()).unwrap()[0]
+                .nar_hash
+                .as_deref(),
+            Some("sha256-AAAA")
+        );
+        let bare = format!(r#"[{{"narSize":5,"path":"{P}","references":[]}}]"#);
+        assert_eq!(
+            parse_references_graph(bare.as_bytes()).unwrap()[0].nar_hash,
+            None
+        );
         let err = parse_references_graph(br#"{"nope":[]}"#).unwrap_err();
         assert!(format!("{err:#}").contains("graph"), "{err:#}");
         let err = parse_references_graph(br#"[{"path":"/x"}]"#).unwrap_err();

@@ -52,6 +52,7 @@ fn entries(v: &Value) -> Vec<GraphEntry> {
         .iter()
         .map(|e| GraphEntry {
             path: e["path"].as_str().unwrap().to_owned(),
+            nar_hash: None,
             nar_size: e["narSize"].as_u64().unwrap(),
             references: strings(&e["references"]),
         })

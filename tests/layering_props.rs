@@ -66,6 +66,7 @@ fn random_closure(rng: &mut Rng, n: usize, density: u64) -> (Vec<GraphEntry>, Ve
             };
             GraphEntry {
                 path: paths[i].clone(),
+                nar_hash: None,
                 nar_size,
                 references: refs,
             }
@@ -86,11 +87,13 @@ fn random_closure(rng: &mut Rng, n: usize, density: u64) -> (Vec<GraphEntry>, Ve
         .collect();
     entries.push(GraphEntry {
         path: paths[n].clone(),
+        nar_hash: None,
         nar_size: 1200,
         references: base,
     });
     entries.push(GraphEntry {
         path: paths[n + 1].clone(),
+        nar_hash: None,
         nar_size: 20480,
         references: all_roots,
     });
@@ -207,6 +210,7 @@ fn deep_graphs_need_no_recursion() {
     let chain: Vec<GraphEntry> = (0..depth)
         .map(|i| GraphEntry {
             path: path(i),
+            nar_hash: None,
             nar_size: 1000 + i as u64,
             references: if i + 1 < depth {
                 vec![path(i + 1)]
@@ -228,6 +232,7 @@ fn deep_graphs_need_no_recursion() {
     let ladder: Vec<GraphEntry> = (0..2 * rungs)
         .map(|i| GraphEntry {
             path: path(i),
+            nar_hash: None,
             nar_size: 8,
             references: if i / 2 + 1 < rungs {
                 vec![path(2 * (i / 2 + 1)), path(2 * (i / 2 + 1) + 1)]

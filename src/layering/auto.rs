@@ -261,6 +261,7 @@ mod tests {
             .iter()
             .map(|(name, size, refs)| GraphEntry {
                 path: p(name),
+                nar_hash: None,
                 nar_size: *size,
                 references: refs.iter().map(|r| p(r)).collect(),
             })

@@ -76,7 +76,36 @@ let
       overlaid.stream-layered-image ? drvPath
       && (overlaid.streamLayeredImageTools.streamLayeredImage { name = "o"; tag = "y"; }).imageTag == "y";
     "flake: checks hold the e2e images" = flake.checks.${system} ? index;
+    "passthru.sbom is a derivation" = img.sbom ? drvPath;
+    "buildLayeredImage keeps passthru.sbom" = layered.sbom ? drvPath;
+    "sbom = [ ] gives no passthru.sbom" = (sli { name = "x"; sbom = [ ]; }).sbom == null;
+    "an unknown sbom format is refused" = fails (sli { name = "x"; sbom = [ "xml" ]; }).drvPath;
+    "the conf lists the SBOM formats" = imgConf.sbom.formats == [ "spdx" "cyclonedx" ];
+    "the conf carries meta of contents for the SBOM" =
+      builtins.any (
+        p: p.path == "${pkgs.hello}" && (builtins.head p.license).spdxId == "GPL-3.0-or-later"
+          && p.homepage != null && p.description != null
+      ) imgConf.sbom.packages;
+    "the conf carries meta of derivations in config and sbomPackages" =
+      let
+        withMeta = name: pkgs.writeTextFile { inherit name; text = ""; meta.description = name; };
+        conf = confOf (sli {
+          name = "x";
+          config.Entrypoint = [ (withMeta "in-config") ];
+          sbomPackages = [ (withMeta "listed") ];
+        });
+      in
+      map (p: p.description) conf.sbom.packages == [ "in-config" "listed" ];
+    "sbomPackages are keys, not dependencies of the conf" =
+      let
+        notInImage = pkgs.writeTextFile { name = "not-in-image"; text = ""; };
+        confHead = (sli { name = "x"; sbomPackages = [ notInImage ]; }).conf.confHead;
+      in
+      !(builtins.getContext confHead ? ${builtins.unsafeDiscardStringContext notInImage.drvPath});
   };
+  # The conf's JSON as the build writes it, minus the fields computed at build time.
+  confOf = image: builtins.fromJSON (builtins.unsafeDiscardStringContext image.conf.confHead + "}");
+  imgConf = confOf img;
   failed = builtins.filter (n: !checks.${n}) (builtins.attrNames checks);
 in
 if failed == [ ] then

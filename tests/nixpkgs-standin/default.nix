@@ -425,7 +425,17 @@ let
         #!${runtimeShell}
         echo "Hello, world!"
       '';
-      meta.mainProgram = "hello";
+      # nixpkgs' hello's meta, for the SBOM (lib.licenses.gpl3Plus).
+      meta = {
+        mainProgram = "hello";
+        description = "Program that produces a familiar, friendly greeting";
+        homepage = "https://www.gnu.org/software/hello/manual/";
+        license = {
+          spdxId = "GPL-3.0-or-later";
+          shortName = "gpl3Plus";
+          fullName = "GNU General Public License v3.0 or later";
+        };
+      };
     };
   };
 

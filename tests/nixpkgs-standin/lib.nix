@@ -56,6 +56,8 @@ let
   genAttrs = names: f: listToAttrs (map (n: { name = n; value = f n; }) names);
   mapAttrs = builtins.mapAttrs;
   attrValues = builtins.attrValues;
+  concatMap = builtins.concatMap;
+  isDerivation = value: value.type or null == "derivation";
   last = xs: elemAt xs (length xs - 1);
   assertMsg = pred: msg: pred || builtins.throw msg;
   warnIf = cond: msg: if cond then builtins.trace "evaluation warning: ${msg}" else id;
@@ -92,6 +94,7 @@ in
     id optionals optional optionalString optionalAttrs concatMapStrings toList hasPrefix hasSuffix
     removeSuffix removePrefix toLower escapeShellArg escapeShellArgs genAttrs mapAttrs attrValues last
     assertMsg warnIf throwIf boolToString makeBinPath getBin getExe getExe' makeOverridable fix systems
+    concatMap isDerivation
     concatStringsSep head filter foldl' genList length elem
     ;
   strings = { inherit splitString hasPrefix hasSuffix removeSuffix removePrefix toLower; };
