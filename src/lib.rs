@@ -41,5 +41,6 @@ pub mod nix;
 pub mod output;
 pub mod pyjson;
 pub mod reference;
+pub mod registry;
 pub mod stream;
 pub mod tar;

@@ -1,0 +1,363 @@
+//! Pushing one image: every blob first, the manifest last
+//! (go-containerregistry's `remote.Write`).
+//!
+//! # Digests known before, or only after, the upload
+//!
+//! A manifest names each layer by its compressed digest and size, and the
+//! config names each layer by its uncompressed digest (diff_id). When the
+//! layer-digest cache knows them, a layer is a [`BlobSource`] with
+//! `known: Some(..)`: we `HEAD` it and skip it if the registry has it, so an
+//! unchanged image pushes without reading the store. When they are not known
+//! (cold cache), the layer is uploaded, its digest computed on the way, and
+//! only then can the config and the manifest be written. So both are
+//! *specs*: [`ConfigSpec::Build`] and [`ManifestSpec::Build`] /
+//! [`ManifestSpec::Standard`] are called once every layer is in the
+//! registry, with each layer's final digest and size ([`LayerResult`], in
+//! plan order). A config builder that needs diff_ids gets them from its
+//! producers (which see the uncompressed bytes), e.g. through a
+//! `Mutex<Vec<Option<String>>>` the producers fill.
+//!
+//! Order: layers (in parallel, `Options::jobs`), then the config blob, then
+//! the manifest, once per tag. Nothing is written to a tag before every
+//! blob it names is present; a failure anywhere stops the push before the
+//! manifest.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Result};
+
+use super::blob::{Mount, Producer};
+use super::manifest::{self, ManifestFormat};
+use super::{BlobDigest, Client};
+
+/// A layer to push.
+pub struct BlobSource {
+    /// The layer's compressed digest and size if known before reading its
+    /// bytes (from a cache): lets the push `HEAD` or mount it first, and
+    /// the bytes must then hash to it.
+    pub known: Option<BlobDigest>,
+    /// The layer's media type, for the manifest
+    /// ([`ManifestFormat::layer_media_type`]).
+    pub media_type: String,
+    /// Writes the compressed layer. May be called more than once (a retried
+    /// upload starts over), and must write the same bytes each time.
+    pub produce: Box<Producer<'static>>,
+}
+
+impl BlobSource {
+    /// A layer whose digest is not known in advance.
+    pub fn new(
+        media_type: &str,
+        produce: impl Fn(&mut dyn std::io::Write) -> Result<()> + Sync + 'static,
+    ) -> BlobSource {
+        BlobSource {
+            known: None,
+            media_type: media_type.to_owned(),
+            produce: Box::new(produce),
+        }
+    }
+
+    /// The same, with its digest and size known in advance.
+    pub fn known(mut self, digest: BlobDigest) -> BlobSource {
+        self.known = Some(digest);
+        self
+    }
+}
+
+/// The image configuration blob.
+pub enum ConfigSpec {
+    /// Its bytes, known up front.
+    Bytes(Vec<u8>),
+    /// Built once every layer is in the registry, from their results.
+    Build(Box<dyn Fn(&[LayerResult]) -> Result<Vec<u8>> + Send + Sync>),
+}
+
+/// The manifest.
+pub enum ManifestSpec {
+    /// Bytes known up front (every layer's digest was known): checked
+    /// against nothing but what the registry says.
+    Bytes {
+        /// Its media type.
+        media_type: String,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// The standard image manifest in this format, from the config's and
+    /// layers' final digests and the layers' media types ([`manifest::build`]).
+    Standard(ManifestFormat),
+    /// The caller's builder: `(media type, bytes)` from the config's digest
+    /// and the layers' results.
+    #[allow(clippy::type_complexity)]
+    Build(Box<dyn Fn(&BlobDigest, &[LayerResult]) -> Result<(String, Vec<u8>)> + Send + Sync>),
+}
+
+/// What to push.
+pub struct PushPlan {
+    /// Layers, in image order.
+    pub layers: Vec<BlobSource>,
+    /// The image configuration.
+    pub config: ConfigSpec,
+    /// The manifest.
+    pub manifest: ManifestSpec,
+}
+
+/// How a blob came to be in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was there already (`HEAD`).
+    Present,
+    /// Mounted from another repository.
+    Mounted,
+    /// Uploaded by us.
+    Uploaded,
+}
+
+/// One layer, once in the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerResult {
+    /// Its digest and size.
+    pub digest: BlobDigest,
+    /// Its media type (from the [`BlobSource`]).
+    pub media_type: String,
+    /// How it got there.
+    pub outcome: Outcome,
+}
+
+/// Progress, for a reporter.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A blob is in the registry. `layer` is its index in the plan, `None`
+    /// for the config.
+    Blob {
+        /// Index in the plan; `None` for the config.
+        layer: Option<usize>,
+        /// Its digest and size.
+        digest: BlobDigest,
+        /// How.
+        outcome: Outcome,
+    },
+    /// A manifest was put under `reference` (a tag or the digest).
+    Manifest {
+        /// The tag, or the digest when no tag was given.
+        reference: String,
+        /// The manifest's digest.
+        digest: String,
+    },
+}
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct PushReport {
+    /// Blobs (layers and config) that were there already.
+    pub blobs_present: usize,
+    /// Blobs mounted from another repository.
+    pub blobs_mounted: usize,
+    /// Blobs uploaded.
+    pub blobs_uploaded: usize,
+    /// Bytes uploaded (sizes of the uploaded blobs).
+    pub bytes_uploaded: u64,
+    /// The layers, in plan order.
+    pub layers: Vec<LayerResult>,
+    /// The config blob.
+    pub config: BlobDigest,
+    /// The manifest's media type.
+    pub manifest_media_type: String,
+    /// The manifest's digest: print `NAME@DIGEST`.
+    pub manifest_digest: String,
+}
+
+/// Pushes `plan` to `client`'s repository under each of `tags` (by digest
+/// only when `tags` is empty). `mount_from` lists repositories of the same
+/// registry to mount known layers from before uploading them. `report` sees
+/// each blob and manifest as it lands.
+pub fn push(
+    client: &Client,
+    plan: &PushPlan,
+    tags: &[String],
+    report: &(dyn Fn(&Event) + Sync),
+) -> Result<PushReport> {
+    push_with_mounts(client, plan, tags, &[], report)
+}
+
+/// [`push`], trying to mount each known layer from `mount_from` first.
+pub fn push_with_mounts(
+    client: &Client,
+    plan: &PushPlan,
+    tags: &[String],
+    mount_from: &[String],
+    report: &(dyn Fn(&Event) + Sync),
+) -> Result<PushReport> {
+    client.ping()?;
+    let layers = push_layers(client, plan, mount_from, report)?;
+
+    let config_bytes = match &plan.config {
+        ConfigSpec::Bytes(b) => b.clone(),
+        ConfigSpec::Build(f) => f(&layers).map_err(|e| {
+            client.t.fail("building the image configuration", format!("{e:#}"))
+        })?,
+    };
+    let config = BlobDigest {
+        digest: manifest::digest_of(&config_bytes),
+        size: config_bytes.len() as u64,
+    };
+    let config_outcome = if client.blob_exists(&config.digest)? {
+        Outcome::Present
+    } else {
+        let bytes = &config_bytes;
+        client.upload(Some(&config.digest), &|w| Ok(w.write_all(bytes)?))?;
+        Outcome::Uploaded
+    };
+    report(&Event::Blob {
+        layer: None,
+        digest: config.clone(),
+        outcome: config_outcome,
+    });
+
+    let (media_type, bytes) = match &plan.manifest {
+        ManifestSpec::Bytes { media_type, bytes } => (media_type.clone(), bytes.clone()),
+        ManifestSpec::Standard(format) => {
+            let l: Vec<(&str, &BlobDigest)> = layers
+                .iter()
+                .map(|l| (l.media_type.as_str(), &l.digest))
+                .collect();
+            (
+                format.manifest_media_type().to_owned(),
+                manifest::build(*format, &config, &l),
+            )
+        }
+        ManifestSpec::Build(f) => f(&config, &layers)
+            .map_err(|e| client.t.fail("building the manifest", format!("{e:#}")))?,
+    };
+    let digest = manifest::digest_of(&bytes);
+    let references: Vec<String> = if tags.is_empty() {
+        vec![digest.clone()]
+    } else {
+        tags.to_vec()
+    };
+    for r in &references {
+        client.put_manifest(r, &media_type, &bytes)?;
+        report(&Event::Manifest {
+            reference: r.clone(),
+            digest: digest.clone(),
+        });
+    }
+
+    let mut out = PushReport {
+        blobs_present: 0,
+        blobs_mounted: 0,
+        blobs_uploaded: 0,
+        bytes_uploaded: 0,
+        layers,
+        config: config.clone(),
+        manifest_media_type: media_type,
+        manifest_digest: digest,
+    };
+    let all = out
+        .layers
+        .iter()
+        .map(|l| (l.outcome, l.digest.size))
+        .chain([(config_outcome, config.size)])
+        .collect::<Vec<_>>();
+    for (o, size) in all {
+        match o {
+            Outcome::Present => out.blobs_present += 1,
+            Outcome::Mounted => out.blobs_mounted += 1,
+            Outcome::Uploaded => {
+                out.blobs_uploaded += 1;
+                out.bytes_uploaded += size;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every layer into the registry, `client.jobs` at a time. The first
+/// failure stops the others from starting new layers.
+fn push_layers(
+    client: &Client,
+    plan: &PushPlan,
+    mount_from: &[String],
+    report: &(dyn Fn(&Event) + Sync),
+) -> Result<Vec<LayerResult>> {
+    let n = plan.layers.len();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<LayerResult>>> = Mutex::new(vec![None; n]);
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let workers = client.jobs.min(n).max(1);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                if failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    return;
+                }
+                match push_layer(client, &plan.layers[i], mount_from) {
+                    Ok(r) => {
+                        report(&Event::Blob {
+                            layer: Some(i),
+                            digest: r.digest.clone(),
+                            outcome: r.outcome,
+                        });
+                        results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                    }
+                    Err(e) => {
+                        failed.store(true, Ordering::SeqCst);
+                        let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.ok_or_else(|| anyhow!("a layer was not pushed")))
+        .collect()
+}
+
+fn push_layer(client: &Client, layer: &BlobSource, mount_from: &[String]) -> Result<LayerResult> {
+    let done = |digest: BlobDigest, outcome| LayerResult {
+        digest,
+        media_type: layer.media_type.clone(),
+        outcome,
+    };
+    let mut opened = None;
+    if let Some(known) = &layer.known {
+        if client.blob_exists(&known.digest)? {
+            return Ok(done(known.clone(), Outcome::Present));
+        }
+        for from in mount_from.iter().filter(|f| **f != client.t.repository) {
+            match client.mount_or_open(&known.digest, from)? {
+                Mount::Mounted => return Ok(done(known.clone(), Outcome::Mounted)),
+                Mount::Opened(location) => {
+                    // Keep the first upload the registry opened for us.
+                    if opened.is_none() {
+                        opened = Some(location);
+                    }
+                }
+            }
+        }
+    }
+    let known_digest = layer.known.as_ref().map(|k| k.digest.as_str());
+    let d = client.upload_at(known_digest, &*layer.produce, opened)?;
+    if let Some(k) = &layer.known {
+        if k.size != d.size {
+            return Err(client.t.fail(
+                &format!("uploading blob {}", d.digest),
+                format!("{} bytes, but {} were expected", d.size, k.size),
+            ));
+        }
+    }
+    Ok(done(d, Outcome::Uploaded))
+}
