@@ -279,6 +279,11 @@ impl Transport {
                 Err(e) if may_use_http => {
                     let http = format!("http://{}", self.host);
                     match self.raw(&http, "/v2/", None) {
+                        // Go's answer to plain HTTP on a TLS port: the TLS
+                        // error is the one to show.
+                        Ok(resp) if resp.status == 400 && speaks_tls(&resp) => {
+                            return Err(self.fail(&format!("TLS to {}", self.host), e))
+                        }
                         Ok(resp) => return self.pinged(&mut st, http, resp),
                         Err(e2) => {
                             let t = transient_error(&e2);
@@ -621,6 +626,10 @@ impl std::error::Error for AuthFailed {}
 /// Whether `e` is a failed token fetch (not worth a retry at this level).
 pub fn is_auth_failure(e: &ureq::Error) -> bool {
     matches!(e, ureq::Error::Io(io) if io.get_ref().is_some_and(|i| i.is::<AuthFailed>()))
+}
+
+fn speaks_tls(resp: &Resp) -> bool {
+    String::from_utf8_lossy(&resp.body).contains("HTTPS server")
 }
 
 fn strip_query(url: &str) -> &str {

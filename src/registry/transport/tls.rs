@@ -100,12 +100,14 @@ pub fn agent(host: &str, verify: bool, timeouts: &Timeouts, user_agent: &str) ->
 /// Whether a failed request failed because the peer's certificate is not
 /// trusted (as opposed to the peer not speaking TLS at all).
 pub fn is_certificate_error(e: &ureq::Error) -> bool {
-    match e {
-        ureq::Error::Rustls(r) => matches!(
-            r,
-            rustls::Error::InvalidCertificate(_)
-                | rustls::Error::NoCertificatesPresented
-        ),
-        _ => false,
-    }
+    let rustls_error = match e {
+        ureq::Error::Rustls(r) => Some(r),
+        // rustls's stream reports handshake failures as io errors.
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    matches!(
+        rustls_error,
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+    )
 }

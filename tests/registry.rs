@@ -1,0 +1,434 @@
+//! The registry client (src/registry, issue 8) against a real registry:
+//! Debian's `docker-registry` (distribution 2.8) started here on 127.0.0.1
+//! with its own config, checked from the outside with `skopeo inspect`,
+//! the registry's access log and, when a daemon answers, `docker pull` +
+//! `docker run`.
+//!
+//! - `plain_push_skopeo_and_second_push_uploads_nothing`: HTTP, two tags,
+//!   digests and media types as skopeo sees them, a second push is HEADs only
+//! - `one_changed_layer_uploads_only_it`, `docker_format_and_mount_from`
+//! - `tls_generated_ca_bad_tls_and_insecure`: certs.d, an untrusted
+//!   certificate (one line), `insecure_registries`
+//! - `basic_auth_htpasswd`, `bearer_tokens_expiry_and_mount`: auth flows,
+//!   wrong credentials (one line, no secret)
+//! - `faults_reset_500_429_still_push`, `always_failing_registry_leaves_no_manifest`
+//! - `error_lines`, `upload_checks_known_digest`
+//! - `docker_pull_and_run` (skipped loudly without a daemon)
+
+mod registry_support;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stream_layered_image::reference::Reference;
+use stream_layered_image::registry::{
+    push, push_with_mounts, BlobDigest, BlobSource, Client, ConfigSpec, Credential, ManifestFormat,
+    ManifestSpec, Options, PushPlan, PushReport, RetryPolicy, Timeouts,
+};
+
+use registry_support::blobs::{self, Layer};
+use registry_support::proxy::{Action, Proxy};
+use registry_support::server::{Registry, Setup};
+use registry_support::token::TokenService;
+
+const USER: &str = "sli-user";
+const PASS: &str = "s3cret-PASS-9z";
+
+/// Fast retries, no credential files of this machine, short time limits.
+fn opts() -> Options {
+    registry_support::certs_d();
+    Options {
+        retry: RetryPolicy {
+            attempts: 4,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(400),
+            max_retry_after: Duration::from_secs(2),
+            max_total: Duration::from_secs(30),
+        },
+        timeouts: Timeouts {
+            connect: Duration::from_secs(5),
+            io: Duration::from_secs(20),
+            request: Duration::from_secs(30),
+        },
+        no_credential_files: true,
+        ..Options::default()
+    }
+}
+
+fn with_creds(user: &str, pass: &str) -> Options {
+    Options {
+        creds: Some(Credential::Basic {
+            username: user.into(),
+            password: pass.into(),
+        }),
+        ..opts()
+    }
+}
+
+fn client(host: &str, repo: &str, o: &Options) -> Client {
+    Client::new(&Reference::parse(&format!("{host}/{repo}")).unwrap(), o).unwrap()
+}
+
+fn layers() -> (Layer, Layer, Layer) {
+    (
+        blobs::layer(&[("etc/hello", b"hello\n", 0o644)]),
+        blobs::layer(&[("data/noise", &blobs::noise(1, 300_000), 0o644)]),
+        blobs::layer(&[("data/other", &blobs::noise(2, 200_000), 0o644)]),
+    )
+}
+
+/// A plan for `layers`: digests known in advance or not, the standard
+/// manifest in `format`.
+fn plan(layers: &[&Layer], known: bool, format: ManifestFormat) -> PushPlan {
+    PushPlan {
+        layers: layers
+            .iter()
+            .map(|l| {
+                let gz = l.gz.clone();
+                let s = BlobSource::new(format.layer_media_type("gzip"), move |w| Ok(w.write_all(&gz)?));
+                if known {
+                    s.known(BlobDigest {
+                        digest: l.digest.clone(),
+                        size: l.gz.len() as u64,
+                    })
+                } else {
+                    s
+                }
+            })
+            .collect(),
+        config: ConfigSpec::Bytes(blobs::config(layers, &["/bin/sh"])),
+        manifest: ManifestSpec::Standard(format),
+    }
+}
+
+fn tags(t: &[&str]) -> Vec<String> {
+    t.iter().map(|s| s.to_string()).collect()
+}
+
+fn quiet(_: &stream_layered_image::registry::Event) {}
+
+/// `skopeo inspect ARGS docker://REF` (TLS verification off: loopback).
+fn skopeo(args: &[&str], reference: &str, creds: Option<&str>) -> Vec<u8> {
+    let mut c = Command::new("skopeo");
+    c.arg("inspect").arg("--tls-verify=false").args(args);
+    if let Some(cr) = creds {
+        c.arg("--creds").arg(cr);
+    }
+    c.arg(format!("docker://{reference}"));
+    registry_support::run(&mut c)
+}
+
+/// Checks the pushed image from the outside.
+fn check_with_skopeo(reference: &str, report: &PushReport, layers: &[&Layer], format: ManifestFormat, creds: Option<&str>) {
+    let raw = skopeo(&["--raw"], reference, creds);
+    assert_eq!(blobs::sha256(&raw), report.manifest_digest, "manifest digest");
+    let m: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(m["mediaType"], format.manifest_media_type());
+    assert_eq!(m["config"]["mediaType"], format.config_media_type());
+    assert_eq!(m["config"]["digest"], report.config.digest.as_str());
+    let got: Vec<&str> = m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap()).collect();
+    let want: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
+    assert_eq!(got, want, "layer digests");
+    for l in m["layers"].as_array().unwrap() {
+        assert_eq!(l["mediaType"], format.layer_media_type("gzip"));
+    }
+    let config = skopeo(&["--config", "--raw"], reference, creds);
+    assert_eq!(blobs::sha256(&config), report.config.digest, "config digest");
+    let info: Value = serde_json::from_slice(&skopeo(&[], reference, creds)).unwrap();
+    assert_eq!(info["Digest"], report.manifest_digest.as_str());
+}
+
+/// One line, naming the registry and repository, with no secret in it.
+fn assert_one_line(e: &anyhow::Error, must: &[&str]) -> String {
+    let s = format!("{e:#}");
+    assert!(!s.contains('\n'), "not one line: {s}");
+    for m in must {
+        assert!(s.contains(m), "{s:?} lacks {m:?}");
+    }
+    for secret in [PASS, "wrong-pass-7", "c2xpLXVzZXI6czNjcmV0LVBBU1MtOXo="] {
+        assert!(!s.contains(secret), "a credential leaked: {s}");
+    }
+    s
+}
+
+#[test]
+fn plain_push_skopeo_and_second_push_uploads_nothing() {
+    let reg = Registry::start(Setup::default());
+    let host = reg.host();
+    let (a, b, _) = layers();
+    let c = client(&host, "sli/app", &opts());
+    let events = AtomicUsize::new(0);
+    let report = push(&c, &plan(&[&a, &b], false, ManifestFormat::Oci), &tags(&["v1", "v2"]), &|_| {
+        events.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    assert_eq!((report.blobs_uploaded, report.blobs_present, report.blobs_mounted), (3, 0, 0));
+    assert_eq!(report.bytes_uploaded, (a.gz.len() + b.gz.len()) as u64 + report.config.size);
+    assert_eq!(events.load(Ordering::SeqCst), 3 + 2, "3 blobs, 2 tags");
+    assert_eq!(reg.uploads(), 3, "{}", reg.access_log());
+    assert!(reg.requests("\"PATCH /v2/sli/app/blobs/uploads/") == 3);
+    check_with_skopeo(&format!("{host}/sli/app:v1"), &report, &[&a, &b], ManifestFormat::Oci, None);
+    let v2: Value = serde_json::from_slice(&skopeo(&[], &format!("{host}/sli/app:v2"), None)).unwrap();
+    assert_eq!(v2["Digest"], report.manifest_digest.as_str());
+
+    // Again, digests known (a warm cache): HEADs only, not a byte read.
+    let reads = Arc::new(AtomicUsize::new(0));
+    let mut again = plan(&[&a, &b], true, ManifestFormat::Oci);
+    for l in &mut again.layers {
+        let r = reads.clone();
+        l.produce = Box::new(move |_w| {
+            r.fetch_add(1, Ordering::SeqCst);
+            anyhow::bail!("the store must not be read")
+        });
+    }
+    let c2 = client(&host, "sli/app", &opts());
+    let second = push(&c2, &again, &tags(&["v1"]), &quiet).unwrap();
+    assert_eq!((second.blobs_uploaded, second.blobs_present), (0, 3));
+    assert_eq!(second.manifest_digest, report.manifest_digest);
+    assert_eq!(reads.load(Ordering::SeqCst), 0);
+    assert_eq!(reg.uploads(), 3, "a second push uploads nothing");
+    assert_eq!(reg.requests("\"PATCH /v2/"), 3);
+    assert_eq!(c2.head_manifest("v1").unwrap().as_deref(), Some(report.manifest_digest.as_str()));
+    let (media, bytes) = c2.get_manifest(&report.manifest_digest).unwrap().unwrap();
+    assert_eq!(media, ManifestFormat::Oci.manifest_media_type());
+    assert_eq!(blobs::sha256(&bytes), report.manifest_digest);
+    assert_eq!(c2.get_manifest("nope").unwrap(), None);
+}
+
+#[test]
+fn one_changed_layer_uploads_only_it() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, c) = layers();
+    let cl = client(&reg.host(), "one/leaf", &opts());
+    push(&cl, &plan(&[&a, &b], true, ManifestFormat::Oci), &tags(&["1"]), &quiet).unwrap();
+    let before = reg.uploads();
+    let r = push(&cl, &plan(&[&a, &c], true, ManifestFormat::Oci), &tags(&["2"]), &quiet).unwrap();
+    assert_eq!((r.blobs_present, r.blobs_uploaded), (1, 2), "the new layer and the config");
+    assert_eq!(reg.uploads() - before, 2);
+    check_with_skopeo(&format!("{}/one/leaf:2", reg.host()), &r, &[&a, &c], ManifestFormat::Oci, None);
+}
+
+#[test]
+fn docker_format_and_mount_from() {
+    let reg = Registry::start(Setup::default());
+    let host = reg.host();
+    let (a, b, _) = layers();
+    let src = client(&host, "src/app", &opts());
+    push(&src, &plan(&[&a, &b], true, ManifestFormat::Docker), &tags(&["t"]), &quiet).unwrap();
+    let dst = client(&host, "dst/app", &opts());
+    let before = reg.uploads();
+    let r = push_with_mounts(&dst, &plan(&[&a, &b], true, ManifestFormat::Docker), &tags(&["t"]), &tags(&["src/app"]), &quiet).unwrap();
+    assert_eq!(r.blobs_mounted, 2, "{r:?}");
+    assert_eq!(r.blobs_uploaded, 1, "the config");
+    assert_eq!(reg.uploads() - before, 1);
+    check_with_skopeo(&format!("{host}/dst/app:t"), &r, &[&a, &b], ManifestFormat::Docker, None);
+    // A mount the registry cannot do falls back to an upload.
+    let (_, _, c) = layers();
+    let other = client(&host, "dst/other", &opts());
+    let r = push_with_mounts(&other, &plan(&[&c], true, ManifestFormat::Oci), &tags(&["t"]), &tags(&["src/app"]), &quiet).unwrap();
+    assert_eq!((r.blobs_mounted, r.blobs_uploaded), (0, 2));
+    assert!(other.mount(&a.digest, "src/app").unwrap());
+    assert!(!other.mount(&c.digest, "src/app").unwrap());
+}
+
+#[test]
+fn tls_generated_ca_bad_tls_and_insecure() {
+    let reg = Registry::start(Setup { tls: true, ..Setup::default() });
+    let host = reg.host();
+    let (a, _, _) = layers();
+    // Not trusted yet: one line, no fallback to plain HTTP.
+    let untrusted = client(&host, "tls/app", &opts());
+    let e = push(&untrusted, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
+    assert_one_line(&e, &[&format!("registry {host}, repository tls/app"), "TLS", "certificate"]);
+    // Its CA in certs.d/HOST/ca.crt.
+    let dir = registry_support::certs_d().join(&host);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(reg.ca.as_ref().unwrap(), dir.join("ca.crt")).unwrap();
+    let trusted = client(&host, "tls/app", &opts());
+    let r = push(&trusted, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap();
+    check_with_skopeo(&format!("{host}/tls/app:t"), &r, &[&a], ManifestFormat::Oci, None);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // An explicitly insecure registry: no verification.
+    let o = Options {
+        insecure_registries: vec![host.clone()],
+        ..opts()
+    };
+    let insecure = client(&host, "tls/app", &o);
+    let r2 = push(&insecure, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["u"]), &quiet).unwrap();
+    assert_eq!(r2.blobs_present, 2);
+}
+
+#[test]
+fn basic_auth_htpasswd() {
+    let reg = Registry::start(Setup {
+        htpasswd: Some((USER.into(), PASS.into())),
+        ..Setup::default()
+    });
+    let host = reg.host();
+    let (a, b, _) = layers();
+    let c = client(&host, "basic/app", &with_creds(USER, PASS));
+    let r = push(&c, &plan(&[&a, &b], false, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap();
+    check_with_skopeo(&format!("{host}/basic/app:t"), &r, &[&a, &b], ManifestFormat::Oci, Some(&format!("{USER}:{PASS}")));
+
+    let wrong = client(&host, "basic/app", &with_creds(USER, "wrong-pass-7"));
+    let e = push(&wrong, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["x"]), &quiet).unwrap_err();
+    assert_one_line(&e, &[&format!("registry {host}, repository basic/app"), "401", "rejected"]);
+    let anonymous = client(&host, "basic/app", &opts());
+    let e = push(&anonymous, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["x"]), &quiet).unwrap_err();
+    assert_one_line(&e, &[&format!("registry {host}, repository basic/app"), "401", "no credentials"]);
+}
+
+#[test]
+fn bearer_tokens_expiry_and_mount() {
+    let tokens = TokenService::start(Some((USER.into(), PASS.into())), true);
+    let reg = Registry::start(Setup {
+        token: Some(tokens.auth.clone()),
+        ..Setup::default()
+    });
+    let host = reg.host();
+    let (a, b, c) = layers();
+    let cl = client(&host, "bearer/app", &with_creds(USER, PASS));
+    // The first token is already expired: the registry's 401 makes the
+    // client fetch another, and the push goes on.
+    let r = push(&cl, &plan(&[&a, &b], false, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap();
+    assert!(tokens.issued.load(Ordering::SeqCst) >= 2, "a second token after the expired one");
+    assert!(reg.requests("\" 401 ") >= 2, "{}", reg.access_log());
+    check_with_skopeo(&format!("{host}/bearer/app:t"), &r, &[&a, &b], ManifestFormat::Oci, Some(&format!("{USER}:{PASS}")));
+
+    // A mount needs pull on the source: the token is fetched again with it.
+    let other = client(&host, "bearer/copy", &with_creds(USER, PASS));
+    let r = push_with_mounts(&other, &plan(&[&a, &c], true, ManifestFormat::Oci), &tags(&["t"]), &tags(&["bearer/app"]), &quiet).unwrap();
+    assert_eq!((r.blobs_mounted, r.blobs_uploaded), (1, 2), "{r:?}");
+
+    let wrong = client(&host, "bearer/app", &with_creds(USER, "wrong-pass-7"));
+    let e = push(&wrong, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["x"]), &quiet).unwrap_err();
+    assert_one_line(&e, &[&format!("registry {host}, repository bearer/app"), "token", "401", "rejected"]);
+    assert!(tokens.refused.load(Ordering::SeqCst) >= 1);
+}
+
+/// Registry behind the fault proxy: every push below must still succeed.
+#[test]
+fn faults_reset_500_429_still_push() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, _) = layers();
+    let first_patch = AtomicUsize::new(0);
+    let first_put = AtomicUsize::new(0);
+    let first_head = AtomicUsize::new(0);
+    let proxy = Proxy::start(reg.port, move |line| {
+        if line.starts_with("PATCH ") && first_patch.fetch_add(1, Ordering::SeqCst) == 0 {
+            Action::CutAfter(64 * 1024)
+        } else if line.starts_with("PUT ") && line.contains("/blobs/uploads/") && first_put.fetch_add(1, Ordering::SeqCst) == 0 {
+            Action::Respond(500, vec![])
+        } else if line.starts_with("HEAD ") && line.contains("/blobs/") && first_head.fetch_add(1, Ordering::SeqCst) == 0 {
+            Action::Respond(429, vec!["Retry-After: 1".into()])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let c = client(&via, "faults/app", &Options { jobs: 1, ..opts() });
+    let start = Instant::now();
+    let r = push(&c, &plan(&[&b, &a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap();
+    assert!(start.elapsed() >= Duration::from_secs(1), "Retry-After was honoured");
+    assert_eq!(r.blobs_uploaded, 3);
+    assert!(proxy.count("PATCH ") >= 4, "the cut PATCH was redone: {:?}", proxy.seen.lock().unwrap());
+    check_with_skopeo(&format!("{}/faults/app:t", reg.host()), &r, &[&b, &a], ManifestFormat::Oci, None);
+}
+
+#[test]
+fn always_failing_registry_leaves_no_manifest() {
+    let reg = Registry::start(Setup::default());
+    let (a, _, _) = layers();
+    let proxy = Proxy::start(reg.port, |line| {
+        if line.starts_with("PATCH ") {
+            Action::Respond(503, vec![])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let c = client(&via, "fail/app", &opts());
+    let start = Instant::now();
+    let e = push(&c, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert_one_line(&e, &[&format!("registry {via}, repository fail/app"), "uploading blob", "503", "4 tries"]);
+    assert_eq!(proxy.count("PATCH "), 4);
+    assert_eq!(proxy.count("/manifests/"), 0, "no manifest before its blobs");
+    assert_eq!(reg.requests("/manifests/"), 0);
+    let direct = client(&reg.host(), "fail/app", &opts());
+    assert_eq!(direct.head_manifest("t").unwrap(), None);
+}
+
+#[test]
+fn error_lines() {
+    // Malformed REF.
+    let e = Reference::parse("127.0.0.1:5000/Bad/Name:t").unwrap_err();
+    assert_one_line(&e, &["upper-case"]);
+    // Unknown host.
+    let (a, _, _) = layers();
+    let c = client("sli-no-such-host.invalid:5000", "x/y", &with_creds(USER, PASS));
+    let e = push(&c, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
+    assert_one_line(&e, &["registry sli-no-such-host.invalid:5000, repository x/y"]);
+    // Nothing listening: bounded retries, one line.
+    let port = registry_support::server::free_port();
+    let c = client(&format!("127.0.0.1:{port}"), "x/y", &opts());
+    let start = Instant::now();
+    let e = push(&c, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert_one_line(&e, &[&format!("registry 127.0.0.1:{port}, repository x/y"), "tries"]);
+    // A Debug of the options shows no secret.
+    let d = format!("{:?}", with_creds(USER, PASS));
+    assert!(!d.contains(PASS), "{d}");
+}
+
+#[test]
+fn upload_checks_known_digest() {
+    let reg = Registry::start(Setup::default());
+    let c = client(&reg.host(), "up/load", &opts());
+    let data = blobs::noise(7, 1_000_000);
+    let d = c.upload(None, &|w| Ok(w.write_all(&data)?)).unwrap();
+    assert_eq!(d.digest, blobs::sha256(&data));
+    assert_eq!(d.size, 1_000_000);
+    assert!(c.blob_exists(&d.digest).unwrap());
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let e = c.upload(Some(&wrong), &|w| Ok(w.write_all(b"other bytes")?)).unwrap_err();
+    assert_one_line(&e, &["hash to", "not to the expected"]);
+    assert!(!c.blob_exists(&blobs::sha256(b"other bytes")).unwrap());
+    // A producer that fails: no retry, its error in the line.
+    let calls = AtomicUsize::new(0);
+    let e = c
+        .upload(None, &|w| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            w.write_all(&[0; 100_000])?;
+            anyhow::bail!("reading /nix/store/x: gone")
+        })
+        .unwrap_err();
+    assert_one_line(&e, &["producing the blob: reading /nix/store/x: gone"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn docker_pull_and_run() {
+    let ok = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("docker_pull_and_run: SKIPPED (no docker daemon)");
+        return;
+    }
+    let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
+    let reg = Registry::start(Setup::default());
+    let layer = blobs::layer(&[("bin/busybox", &busybox, 0o755)]);
+    let repo = format!("sli-push-test-{}", std::process::id());
+    let c = client(&reg.host(), &repo, &opts());
+    let mut p = plan(&[&layer], false, ManifestFormat::Oci);
+    p.config = ConfigSpec::Bytes(blobs::config(&[&layer], &["/bin/busybox", "echo", "hello-from-push"]));
+    push(&c, &p, &tags(&["t"]), &quiet).unwrap();
+    let image = format!("{}/{repo}:t", reg.host());
+    registry_support::run(Command::new("docker").args(["pull", "-q", &image]));
+    let out = Command::new("docker").args(["run", "--rm", &image]).output().unwrap();
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello-from-push");
+}
