@@ -144,6 +144,7 @@ fn check_with_skopeo(reference: &str, report: &PushReport, layers: &[&Layer], fo
 /// One line, naming the registry and repository, with no secret in it.
 fn assert_one_line(e: &anyhow::Error, must: &[&str]) -> String {
     let s = format!("{e:#}");
+    eprintln!("error line: {s}");
     assert!(!s.contains('\n'), "not one line: {s}");
     for m in must {
         assert!(s.contains(m), "{s:?} lacks {m:?}");
@@ -431,4 +432,167 @@ fn docker_pull_and_run() {
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello-from-push");
+}
+
+/// A registry that refuses a streamed PATCH gets one PUT per blob.
+#[test]
+fn monolithic_fallback() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, _) = layers();
+    let proxy = Proxy::start(reg.port, |line| {
+        if line.starts_with("PATCH ") {
+            Action::Respond(415, vec![])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let c = client(&via, "mono/app", &Options { jobs: 1, ..opts() });
+    let r = push(&c, &plan(&[&a, &b], false, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap();
+    assert_eq!(r.blobs_uploaded, 3);
+    assert_eq!(proxy.count("PATCH "), 1, "{:?}", proxy.seen.lock().unwrap());
+    assert_eq!(reg.uploads(), 3);
+    check_with_skopeo(&format!("{}/mono/app:t", reg.host()), &r, &[&a, &b], ManifestFormat::Oci, None);
+}
+
+/// 2xx with another digest than ours, or a digest error: never retried,
+/// never followed by a manifest.
+#[test]
+fn lying_registry_is_an_error() {
+    let reg = Registry::start(Setup::default());
+    let (a, _, _) = layers();
+    let zeros = format!("sha256:{}", "0".repeat(64));
+    let z = zeros.clone();
+    let manifest_liar = Proxy::start(reg.port, move |line| {
+        if line.starts_with("PUT ") && line.contains("/manifests/") {
+            Action::Respond(201, vec![format!("Docker-Content-Digest: {z}")])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", manifest_liar.port);
+    let e = push(&client(&via, "lie/m", &opts()), &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
+    assert_one_line(&e, &["putting manifest", &zeros, "not the manifest we sent"]);
+
+    let z = zeros.clone();
+    let blob_liar = Proxy::start(reg.port, move |line| {
+        if line.starts_with("PUT ") && line.contains("/blobs/uploads/") {
+            Action::Respond(201, vec![format!("Docker-Content-Digest: {z}")])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", blob_liar.port);
+    let e = push(&client(&via, "lie/b", &opts()), &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
+    assert_one_line(&e, &["uploading blob", "says it stored", &zeros]);
+    assert_eq!(blob_liar.count("/manifests/"), 0);
+
+    let mismatch = Proxy::start(reg.port, |line| {
+        if line.starts_with("PUT ") && line.contains("/blobs/uploads/") {
+            Action::Respond(400, vec![])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", mismatch.port);
+    let e = push(&client(&via, "lie/d", &opts()), &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
+    assert_one_line(&e, &["uploading blob", "400"]);
+    assert_eq!(mismatch.count("PUT "), 1, "not retried");
+}
+
+/// Credentials from docker's config.json, a credential helper, podman's
+/// auth file and `SLI_REGISTRY_CREDS`, each in a child process of this test
+/// binary (the environment is per process).
+#[test]
+fn credential_files_and_helpers() {
+    if let Some(reference) = std::env::var_os("SLI_TEST_CREDS_REF") {
+        // The child: push with no explicit credentials.
+        let reference = Reference::parse(reference.to_str().unwrap()).unwrap();
+        let o = Options {
+            no_credential_files: false,
+            ..opts()
+        };
+        let (a, _, _) = layers();
+        let r = Client::new(&reference, &o).and_then(|c| push(&c, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet));
+        match std::env::var("SLI_TEST_CREDS_EXPECT").as_deref() {
+            Ok("ok") => {
+                r.unwrap();
+            }
+            _ => {
+                assert_one_line(&r.unwrap_err(), &["registry 127.0.0.1"]);
+            }
+        }
+        return;
+    }
+    let reg = Registry::start(Setup {
+        htpasswd: Some((USER.into(), PASS.into())),
+        ..Setup::default()
+    });
+    let host = reg.host();
+    let dir = registry_support::TempDir::new("creds");
+    let d = dir.path();
+    let b64 = stream_layered_image::registry::transport::basic::encode;
+    let docker = d.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-slitest");
+    std::fs::write(
+        &helper,
+        format!("#!/bin/sh\nread server\n[ \"$server\" = \"{host}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\necho '{{\"ServerURL\":\"'$server'\",\"Username\":\"{USER}\",\"Secret\":\"{PASS}\"}}'\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let child = |name: &str, env: &[(&str, String)], expect: &str| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["--exact", "credential_files_and_helpers", "--nocapture"])
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("SLI_REGISTRY_CREDS")
+            .env("HOME", d)
+            .env("DOCKER_CONFIG", &docker)
+            .env("PATH", &path)
+            .env("SLI_TEST_CREDS_REF", format!("{host}/creds/{name}"))
+            .env("SLI_TEST_CREDS_EXPECT", expect);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        for l in text.lines().filter(|l| l.contains("error line")) {
+            eprintln!("{name}: {l}");
+        }
+        assert!(out.status.success(), "{name}: {text}");
+        assert!(text.contains("1 passed"), "{name}: the child ran no test: {text}");
+        assert!(!text.contains(PASS), "{name}: a credential leaked: {text}");
+    };
+    let write_docker = |json: String| std::fs::write(docker.join("config.json"), json).unwrap();
+
+    // Nothing anywhere: refused.
+    child("none", &[], "fail");
+    // docker's auths, keyed with a scheme as `docker login` may write it.
+    write_docker(format!(r#"{{"auths":{{"http://{host}":{{"auth":"{}"}}}}}}"#, b64(format!("{USER}:{PASS}").as_bytes())));
+    child("auths", &[], "ok");
+    // A credential helper for this registry.
+    write_docker(format!(r#"{{"credHelpers":{{"{host}":"slitest"}}}}"#));
+    child("helper", &[], "ok");
+    // credsStore, with the helper.
+    write_docker(r#"{"credsStore":"slitest"}"#.to_owned());
+    child("store", &[], "ok");
+    // podman's auth file comes first: wrong credentials there win.
+    let podman = d.join("auth.json");
+    std::fs::write(&podman, format!(r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#, b64(format!("{USER}:wrong-pass-7").as_bytes()))).unwrap();
+    child("podman-first", &[("REGISTRY_AUTH_FILE", podman.display().to_string())], "fail");
+    // $SLI_REGISTRY_CREDS before any file.
+    child(
+        "env",
+        &[("REGISTRY_AUTH_FILE", podman.display().to_string()), ("SLI_REGISTRY_CREDS", format!("{USER}:{PASS}"))],
+        "ok",
+    );
+    // A config file that is not JSON: one line naming it.
+    write_docker("{not json".to_owned());
+    child("bad-file", &[], "fail");
 }

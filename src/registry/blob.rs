@@ -193,7 +193,6 @@ impl Client {
                 format!("the registry answered {} before reading the whole blob", resp.status),
             )));
         };
-        let what = format!("uploading blob {}", blob.digest);
         if let Some(k) = known {
             if k != blob.digest {
                 return Err(Attempt::Fatal(self.t.fail(
@@ -202,6 +201,7 @@ impl Client {
                 )));
             }
         }
+        let what = format!("uploading blob {}", blob.digest);
         let next = self.location(&what, &resp).unwrap_or(location);
         let mut put = Req::new("PUT", with_digest(&next, &blob.digest));
         put.body = Some(&[]);

@@ -266,6 +266,7 @@ impl Transport {
         loop {
             let https = format!("https://{}", self.host);
             let (err, transient) = match self.raw(&https, "/v2/", None) {
+                Ok(resp) if transient_status(resp.status) => (resp.describe(), true),
                 Ok(resp) => return self.pinged(&mut st, https, resp),
                 Err(e) if tls::is_certificate_error(&e) => {
                     return Err(self.fail(
@@ -284,6 +285,7 @@ impl Transport {
                         Ok(resp) if resp.status == 400 && speaks_tls(&resp) => {
                             return Err(self.fail(&format!("TLS to {}", self.host), e))
                         }
+                        Ok(resp) if transient_status(resp.status) => (resp.describe(), true),
                         Ok(resp) => return self.pinged(&mut st, http, resp),
                         Err(e2) => {
                             let t = transient_error(&e2);
@@ -306,9 +308,6 @@ impl Transport {
     }
 
     fn pinged(&self, st: &mut State, base: String, resp: Resp) -> Result<()> {
-        if transient_status(resp.status) {
-            // Not worth a separate retry loop: the caller's requests retry.
-        }
         st.challenge = ping::challenge_of(&resp).map_err(|e| self.fail("ping", e))?;
         st.base = Some(base);
         Ok(())
