@@ -88,7 +88,9 @@ fn plan(layers: &[&Layer], known: bool, format: ManifestFormat) -> PushPlan {
             .iter()
             .map(|l| {
                 let gz = l.gz.clone();
-                let s = BlobSource::new(format.layer_media_type("gzip"), move |w| Ok(w.write_all(&gz)?));
+                let s = BlobSource::new(format.layer_media_type("gzip"), move |w| {
+                    Ok(w.write_all(&gz)?)
+                });
                 if known {
                     s.known(BlobDigest {
                         digest: l.digest.clone(),
@@ -122,21 +124,40 @@ fn skopeo(args: &[&str], reference: &str, creds: Option<&str>) -> Vec<u8> {
 }
 
 /// Checks the pushed image from the outside.
-fn check_with_skopeo(reference: &str, report: &PushReport, layers: &[&Layer], format: ManifestFormat, creds: Option<&str>) {
+fn check_with_skopeo(
+    reference: &str,
+    report: &PushReport,
+    layers: &[&Layer],
+    format: ManifestFormat,
+    creds: Option<&str>,
+) {
     let raw = skopeo(&["--raw"], reference, creds);
-    assert_eq!(blobs::sha256(&raw), report.manifest_digest, "manifest digest");
+    assert_eq!(
+        blobs::sha256(&raw),
+        report.manifest_digest,
+        "manifest digest"
+    );
     let m: Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(m["mediaType"], format.manifest_media_type());
     assert_eq!(m["config"]["mediaType"], format.config_media_type());
     assert_eq!(m["config"]["digest"], report.config.digest.as_str());
-    let got: Vec<&str> = m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap()).collect();
+    let got: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
     let want: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
     assert_eq!(got, want, "layer digests");
     for l in m["layers"].as_array().unwrap() {
         assert_eq!(l["mediaType"], format.layer_media_type("gzip"));
     }
     let config = skopeo(&["--config", "--raw"], reference, creds);
-    assert_eq!(blobs::sha256(&config), report.config.digest, "config digest");
+    assert_eq!(
+        blobs::sha256(&config),
+        report.config.digest,
+        "config digest"
+    );
     let info: Value = serde_json::from_slice(&skopeo(&[], reference, creds)).unwrap();
     assert_eq!(info["Digest"], report.manifest_digest.as_str());
 }
@@ -162,17 +183,39 @@ fn plain_push_skopeo_and_second_push_uploads_nothing() {
     let (a, b, _) = layers();
     let c = client(&host, "sli/app", &opts());
     let events = AtomicUsize::new(0);
-    let report = push(&c, &plan(&[&a, &b], false, ManifestFormat::Oci), &tags(&["v1", "v2"]), &|_| {
-        events.fetch_add(1, Ordering::SeqCst);
-    })
+    let report = push(
+        &c,
+        &plan(&[&a, &b], false, ManifestFormat::Oci),
+        &tags(&["v1", "v2"]),
+        &|_| {
+            events.fetch_add(1, Ordering::SeqCst);
+        },
+    )
     .unwrap();
-    assert_eq!((report.blobs_uploaded, report.blobs_present, report.blobs_mounted), (3, 0, 0));
-    assert_eq!(report.bytes_uploaded, (a.gz.len() + b.gz.len()) as u64 + report.config.size);
+    assert_eq!(
+        (
+            report.blobs_uploaded,
+            report.blobs_present,
+            report.blobs_mounted
+        ),
+        (3, 0, 0)
+    );
+    assert_eq!(
+        report.bytes_uploaded,
+        (a.gz.len() + b.gz.len()) as u64 + report.config.size
+    );
     assert_eq!(events.load(Ordering::SeqCst), 3 + 2, "3 blobs, 2 tags");
     assert_eq!(reg.uploads(), 3, "{}", reg.access_log());
     assert!(reg.requests("\"PATCH /v2/sli/app/blobs/uploads/") == 3);
-    check_with_skopeo(&format!("{host}/sli/app:v1"), &report, &[&a, &b], ManifestFormat::Oci, None);
-    let v2: Value = serde_json::from_slice(&skopeo(&[], &format!("{host}/sli/app:v2"), None)).unwrap();
+    check_with_skopeo(
+        &format!("{host}/sli/app:v1"),
+        &report,
+        &[&a, &b],
+        ManifestFormat::Oci,
+        None,
+    );
+    let v2: Value =
+        serde_json::from_slice(&skopeo(&[], &format!("{host}/sli/app:v2"), None)).unwrap();
     assert_eq!(v2["Digest"], report.manifest_digest.as_str());
 
     // Again, digests known (a warm cache): HEADs only, not a byte read.
@@ -192,7 +235,10 @@ fn plain_push_skopeo_and_second_push_uploads_nothing() {
     assert_eq!(reads.load(Ordering::SeqCst), 0);
     assert_eq!(reg.uploads(), 3, "a second push uploads nothing");
     assert_eq!(reg.requests("\"PATCH /v2/"), 3);
-    assert_eq!(c2.head_manifest("v1").unwrap().as_deref(), Some(report.manifest_digest.as_str()));
+    assert_eq!(
+        c2.head_manifest("v1").unwrap().as_deref(),
+        Some(report.manifest_digest.as_str())
+    );
     let (media, bytes) = c2.get_manifest(&report.manifest_digest).unwrap().unwrap();
     assert_eq!(media, ManifestFormat::Oci.manifest_media_type());
     assert_eq!(blobs::sha256(&bytes), report.manifest_digest);
@@ -204,12 +250,34 @@ fn one_changed_layer_uploads_only_it() {
     let reg = Registry::start(Setup::default());
     let (a, b, c) = layers();
     let cl = client(&reg.host(), "one/leaf", &opts());
-    push(&cl, &plan(&[&a, &b], true, ManifestFormat::Oci), &tags(&["1"]), &quiet).unwrap();
+    push(
+        &cl,
+        &plan(&[&a, &b], true, ManifestFormat::Oci),
+        &tags(&["1"]),
+        &quiet,
+    )
+    .unwrap();
     let before = reg.uploads();
-    let r = push(&cl, &plan(&[&a, &c], true, ManifestFormat::Oci), &tags(&["2"]), &quiet).unwrap();
-    assert_eq!((r.blobs_present, r.blobs_uploaded), (1, 2), "the new layer and the config");
+    let r = push(
+        &cl,
+        &plan(&[&a, &c], true, ManifestFormat::Oci),
+        &tags(&["2"]),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(
+        (r.blobs_present, r.blobs_uploaded),
+        (1, 2),
+        "the new layer and the config"
+    );
     assert_eq!(reg.uploads() - before, 2);
-    check_with_skopeo(&format!("{}/one/leaf:2", reg.host()), &r, &[&a, &c], ManifestFormat::Oci, None);
+    check_with_skopeo(
+        &format!("{}/one/leaf:2", reg.host()),
+        &r,
+        &[&a, &c],
+        ManifestFormat::Oci,
+        None,
+    );
 }
 
 #[test]
@@ -218,18 +286,44 @@ fn docker_format_and_mount_from() {
     let host = reg.host();
     let (a, b, _) = layers();
     let src = client(&host, "src/app", &opts());
-    push(&src, &plan(&[&a, &b], true, ManifestFormat::Docker), &tags(&["t"]), &quiet).unwrap();
+    push(
+        &src,
+        &plan(&[&a, &b], true, ManifestFormat::Docker),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
     let dst = client(&host, "dst/app", &opts());
     let before = reg.uploads();
-    let r = push_with_mounts(&dst, &plan(&[&a, &b], true, ManifestFormat::Docker), &tags(&["t"]), &tags(&["src/app"]), &quiet).unwrap();
+    let r = push_with_mounts(
+        &dst,
+        &plan(&[&a, &b], true, ManifestFormat::Docker),
+        &tags(&["t"]),
+        &tags(&["src/app"]),
+        &quiet,
+    )
+    .unwrap();
     assert_eq!(r.blobs_mounted, 2, "{r:?}");
     assert_eq!(r.blobs_uploaded, 1, "the config");
     assert_eq!(reg.uploads() - before, 1);
-    check_with_skopeo(&format!("{host}/dst/app:t"), &r, &[&a, &b], ManifestFormat::Docker, None);
+    check_with_skopeo(
+        &format!("{host}/dst/app:t"),
+        &r,
+        &[&a, &b],
+        ManifestFormat::Docker,
+        None,
+    );
     // A mount the registry cannot do falls back to an upload.
     let (_, _, c) = layers();
     let other = client(&host, "dst/other", &opts());
-    let r = push_with_mounts(&other, &plan(&[&c], true, ManifestFormat::Oci), &tags(&["t"]), &tags(&["src/app"]), &quiet).unwrap();
+    let r = push_with_mounts(
+        &other,
+        &plan(&[&c], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &tags(&["src/app"]),
+        &quiet,
+    )
+    .unwrap();
     assert_eq!((r.blobs_mounted, r.blobs_uploaded), (0, 2));
     assert!(other.mount(&a.digest, "src/app").unwrap());
     assert!(!other.mount(&c.digest, "src/app").unwrap());
@@ -237,20 +331,48 @@ fn docker_format_and_mount_from() {
 
 #[test]
 fn tls_generated_ca_bad_tls_and_insecure() {
-    let reg = Registry::start(Setup { tls: true, ..Setup::default() });
+    let reg = Registry::start(Setup {
+        tls: true,
+        ..Setup::default()
+    });
     let host = reg.host();
     let (a, _, _) = layers();
     // Not trusted yet: one line, no fallback to plain HTTP.
     let untrusted = client(&host, "tls/app", &opts());
-    let e = push(&untrusted, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
-    assert_one_line(&e, &[&format!("registry {host}, repository tls/app"), "TLS", "certificate"]);
+    let e = push(
+        &untrusted,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {host}, repository tls/app"),
+            "TLS",
+            "certificate",
+        ],
+    );
     // Its CA in certs.d/HOST/ca.crt.
     let dir = registry_support::certs_d().join(&host);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(reg.ca.as_ref().unwrap(), dir.join("ca.crt")).unwrap();
     let trusted = client(&host, "tls/app", &opts());
-    let r = push(&trusted, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap();
-    check_with_skopeo(&format!("{host}/tls/app:t"), &r, &[&a], ManifestFormat::Oci, None);
+    let r = push(
+        &trusted,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    check_with_skopeo(
+        &format!("{host}/tls/app:t"),
+        &r,
+        &[&a],
+        ManifestFormat::Oci,
+        None,
+    );
     std::fs::remove_dir_all(&dir).unwrap();
     // An explicitly insecure registry: no verification.
     let o = Options {
@@ -258,7 +380,13 @@ fn tls_generated_ca_bad_tls_and_insecure() {
         ..opts()
     };
     let insecure = client(&host, "tls/app", &o);
-    let r2 = push(&insecure, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["u"]), &quiet).unwrap();
+    let r2 = push(
+        &insecure,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["u"]),
+        &quiet,
+    )
+    .unwrap();
     assert_eq!(r2.blobs_present, 2);
 }
 
@@ -271,15 +399,53 @@ fn basic_auth_htpasswd() {
     let host = reg.host();
     let (a, b, _) = layers();
     let c = client(&host, "basic/app", &with_creds(USER, PASS));
-    let r = push(&c, &plan(&[&a, &b], false, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap();
-    check_with_skopeo(&format!("{host}/basic/app:t"), &r, &[&a, &b], ManifestFormat::Oci, Some(&format!("{USER}:{PASS}")));
+    let r = push(
+        &c,
+        &plan(&[&a, &b], false, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    check_with_skopeo(
+        &format!("{host}/basic/app:t"),
+        &r,
+        &[&a, &b],
+        ManifestFormat::Oci,
+        Some(&format!("{USER}:{PASS}")),
+    );
 
     let wrong = client(&host, "basic/app", &with_creds(USER, "wrong-pass-7"));
-    let e = push(&wrong, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["x"]), &quiet).unwrap_err();
-    assert_one_line(&e, &[&format!("registry {host}, repository basic/app"), "401", "rejected"]);
+    let e = push(
+        &wrong,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["x"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {host}, repository basic/app"),
+            "401",
+            "rejected",
+        ],
+    );
     let anonymous = client(&host, "basic/app", &opts());
-    let e = push(&anonymous, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["x"]), &quiet).unwrap_err();
-    assert_one_line(&e, &[&format!("registry {host}, repository basic/app"), "401", "no credentials"]);
+    let e = push(
+        &anonymous,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["x"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {host}, repository basic/app"),
+            "401",
+            "no credentials",
+        ],
+    );
 }
 
 #[test]
@@ -294,19 +460,55 @@ fn bearer_tokens_expiry_and_mount() {
     let cl = client(&host, "bearer/app", &with_creds(USER, PASS));
     // The first token is already expired: the registry's 401 makes the
     // client fetch another, and the push goes on.
-    let r = push(&cl, &plan(&[&a, &b], false, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap();
-    assert!(tokens.issued.load(Ordering::SeqCst) >= 2, "a second token after the expired one");
+    let r = push(
+        &cl,
+        &plan(&[&a, &b], false, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    assert!(
+        tokens.issued.load(Ordering::SeqCst) >= 2,
+        "a second token after the expired one"
+    );
     assert!(reg.requests("\" 401 ") >= 2, "{}", reg.access_log());
-    check_with_skopeo(&format!("{host}/bearer/app:t"), &r, &[&a, &b], ManifestFormat::Oci, Some(&format!("{USER}:{PASS}")));
+    check_with_skopeo(
+        &format!("{host}/bearer/app:t"),
+        &r,
+        &[&a, &b],
+        ManifestFormat::Oci,
+        Some(&format!("{USER}:{PASS}")),
+    );
 
     // A mount needs pull on the source: the token is fetched again with it.
     let other = client(&host, "bearer/copy", &with_creds(USER, PASS));
-    let r = push_with_mounts(&other, &plan(&[&a, &c], true, ManifestFormat::Oci), &tags(&["t"]), &tags(&["bearer/app"]), &quiet).unwrap();
+    let r = push_with_mounts(
+        &other,
+        &plan(&[&a, &c], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &tags(&["bearer/app"]),
+        &quiet,
+    )
+    .unwrap();
     assert_eq!((r.blobs_mounted, r.blobs_uploaded), (1, 2), "{r:?}");
 
     let wrong = client(&host, "bearer/app", &with_creds(USER, "wrong-pass-7"));
-    let e = push(&wrong, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["x"]), &quiet).unwrap_err();
-    assert_one_line(&e, &[&format!("registry {host}, repository bearer/app"), "token", "401", "rejected"]);
+    let e = push(
+        &wrong,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["x"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {host}, repository bearer/app"),
+            "token",
+            "401",
+            "rejected",
+        ],
+    );
     assert!(tokens.refused.load(Ordering::SeqCst) >= 1);
 }
 
@@ -321,9 +523,15 @@ fn faults_reset_500_429_still_push() {
     let proxy = Proxy::start(reg.port, move |line| {
         if line.starts_with("PATCH ") && first_patch.fetch_add(1, Ordering::SeqCst) == 0 {
             Action::CutAfter(64 * 1024)
-        } else if line.starts_with("PUT ") && line.contains("/blobs/uploads/") && first_put.fetch_add(1, Ordering::SeqCst) == 0 {
+        } else if line.starts_with("PUT ")
+            && line.contains("/blobs/uploads/")
+            && first_put.fetch_add(1, Ordering::SeqCst) == 0
+        {
             Action::Respond(500, vec![])
-        } else if line.starts_with("HEAD ") && line.contains("/blobs/") && first_head.fetch_add(1, Ordering::SeqCst) == 0 {
+        } else if line.starts_with("HEAD ")
+            && line.contains("/blobs/")
+            && first_head.fetch_add(1, Ordering::SeqCst) == 0
+        {
             Action::Respond(429, vec!["Retry-After: 1".into()])
         } else {
             Action::Forward
@@ -332,11 +540,30 @@ fn faults_reset_500_429_still_push() {
     let via = format!("127.0.0.1:{}", proxy.port);
     let c = client(&via, "faults/app", &Options { jobs: 1, ..opts() });
     let start = Instant::now();
-    let r = push(&c, &plan(&[&b, &a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap();
-    assert!(start.elapsed() >= Duration::from_secs(1), "Retry-After was honoured");
+    let r = push(
+        &c,
+        &plan(&[&b, &a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
     assert_eq!(r.blobs_uploaded, 3);
-    assert!(proxy.count("PATCH ") >= 4, "the cut PATCH was redone: {:?}", proxy.seen.lock().unwrap());
-    check_with_skopeo(&format!("{}/faults/app:t", reg.host()), &r, &[&b, &a], ManifestFormat::Oci, None);
+    assert!(
+        proxy.count("PATCH ") >= 4,
+        "the cut PATCH was redone: {:?}",
+        proxy.seen.lock().unwrap()
+    );
+    check_with_skopeo(
+        &format!("{}/faults/app:t", reg.host()),
+        &r,
+        &[&b, &a],
+        ManifestFormat::Oci,
+        None,
+    );
 }
 
 #[test]
@@ -353,11 +580,29 @@ fn always_failing_registry_leaves_no_manifest() {
     let via = format!("127.0.0.1:{}", proxy.port);
     let c = client(&via, "fail/app", &opts());
     let start = Instant::now();
-    let e = push(&c, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
+    let e = push(
+        &c,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(20));
-    assert_one_line(&e, &[&format!("registry {via}, repository fail/app"), "uploading blob", "503", "4 tries"]);
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {via}, repository fail/app"),
+            "uploading blob",
+            "503",
+            "4 tries",
+        ],
+    );
     assert_eq!(proxy.count("PATCH "), 4);
-    assert_eq!(proxy.count("/manifests/"), 0, "no manifest before its blobs");
+    assert_eq!(
+        proxy.count("/manifests/"),
+        0,
+        "no manifest before its blobs"
+    );
     assert_eq!(reg.requests("/manifests/"), 0);
     let direct = client(&reg.host(), "fail/app", &opts());
     assert_eq!(direct.head_manifest("t").unwrap(), None);
@@ -370,16 +615,41 @@ fn error_lines() {
     assert_one_line(&e, &["upper-case"]);
     // Unknown host.
     let (a, _, _) = layers();
-    let c = client("sli-no-such-host.invalid:5000", "x/y", &with_creds(USER, PASS));
-    let e = push(&c, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
-    assert_one_line(&e, &["registry sli-no-such-host.invalid:5000, repository x/y"]);
+    let c = client(
+        "sli-no-such-host.invalid:5000",
+        "x/y",
+        &with_creds(USER, PASS),
+    );
+    let e = push(
+        &c,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &["registry sli-no-such-host.invalid:5000, repository x/y"],
+    );
     // Nothing listening: bounded retries, one line.
     let port = registry_support::server::free_port();
     let c = client(&format!("127.0.0.1:{port}"), "x/y", &opts());
     let start = Instant::now();
-    let e = push(&c, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
+    let e = push(
+        &c,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
     assert!(start.elapsed() < Duration::from_secs(15));
-    assert_one_line(&e, &[&format!("registry 127.0.0.1:{port}, repository x/y"), "tries"]);
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry 127.0.0.1:{port}, repository x/y"),
+            "tries",
+        ],
+    );
     // A Debug of the options shows no secret.
     let d = format!("{:?}", with_creds(USER, PASS));
     assert!(!d.contains(PASS), "{d}");
@@ -395,7 +665,9 @@ fn upload_checks_known_digest() {
     assert_eq!(d.size, 1_000_000);
     assert!(c.blob_exists(&d.digest).unwrap());
     let wrong = format!("sha256:{}", "0".repeat(64));
-    let e = c.upload(Some(&wrong), &|w| Ok(w.write_all(b"other bytes")?)).unwrap_err();
+    let e = c
+        .upload(Some(&wrong), &|w| Ok(w.write_all(b"other bytes")?))
+        .unwrap_err();
     assert_one_line(&e, &["hash to", "not to the expected"]);
     assert!(!c.blob_exists(&blobs::sha256(b"other bytes")).unwrap());
     // A producer that fails: no retry, its error in the line.
@@ -413,7 +685,10 @@ fn upload_checks_known_digest() {
 
 #[test]
 fn docker_pull_and_run() {
-    let ok = Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         eprintln!("docker_pull_and_run: SKIPPED (no docker daemon)");
         return;
@@ -424,14 +699,27 @@ fn docker_pull_and_run() {
     let repo = format!("sli-push-test-{}", std::process::id());
     let c = client(&reg.host(), &repo, &opts());
     let mut p = plan(&[&layer], false, ManifestFormat::Oci);
-    p.config = ConfigSpec::Bytes(blobs::config(&[&layer], &["/bin/busybox", "echo", "hello-from-push"]));
+    p.config = ConfigSpec::Bytes(blobs::config(
+        &[&layer],
+        &["/bin/busybox", "echo", "hello-from-push"],
+    ));
     push(&c, &p, &tags(&["t"]), &quiet).unwrap();
     let image = format!("{}/{repo}:t", reg.host());
     registry_support::run(Command::new("docker").args(["pull", "-q", &image]));
-    let out = Command::new("docker").args(["run", "--rm", &image]).output().unwrap();
+    let out = Command::new("docker")
+        .args(["run", "--rm", &image])
+        .output()
+        .unwrap();
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello-from-push");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello-from-push"
+    );
 }
 
 /// A registry that refuses a streamed PATCH gets one PUT per blob.
@@ -448,11 +736,23 @@ fn monolithic_fallback() {
     });
     let via = format!("127.0.0.1:{}", proxy.port);
     let c = client(&via, "mono/app", &Options { jobs: 1, ..opts() });
-    let r = push(&c, &plan(&[&a, &b], false, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap();
+    let r = push(
+        &c,
+        &plan(&[&a, &b], false, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
     assert_eq!(r.blobs_uploaded, 3);
     assert_eq!(proxy.count("PATCH "), 1, "{:?}", proxy.seen.lock().unwrap());
     assert_eq!(reg.uploads(), 3);
-    check_with_skopeo(&format!("{}/mono/app:t", reg.host()), &r, &[&a, &b], ManifestFormat::Oci, None);
+    check_with_skopeo(
+        &format!("{}/mono/app:t", reg.host()),
+        &r,
+        &[&a, &b],
+        ManifestFormat::Oci,
+        None,
+    );
 }
 
 /// 2xx with another digest than ours, or a digest error: never retried,
@@ -471,8 +771,17 @@ fn lying_registry_is_an_error() {
         }
     });
     let via = format!("127.0.0.1:{}", manifest_liar.port);
-    let e = push(&client(&via, "lie/m", &opts()), &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
-    assert_one_line(&e, &["putting manifest", &zeros, "not the manifest we sent"]);
+    let e = push(
+        &client(&via, "lie/m", &opts()),
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &["putting manifest", &zeros, "not the manifest we sent"],
+    );
 
     let z = zeros.clone();
     let blob_liar = Proxy::start(reg.port, move |line| {
@@ -483,7 +792,13 @@ fn lying_registry_is_an_error() {
         }
     });
     let via = format!("127.0.0.1:{}", blob_liar.port);
-    let e = push(&client(&via, "lie/b", &opts()), &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
+    let e = push(
+        &client(&via, "lie/b", &opts()),
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
     assert_one_line(&e, &["uploading blob", "says it stored", &zeros]);
     assert_eq!(blob_liar.count("/manifests/"), 0);
 
@@ -495,7 +810,13 @@ fn lying_registry_is_an_error() {
         }
     });
     let via = format!("127.0.0.1:{}", mismatch.port);
-    let e = push(&client(&via, "lie/d", &opts()), &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet).unwrap_err();
+    let e = push(
+        &client(&via, "lie/d", &opts()),
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
     assert_one_line(&e, &["uploading blob", "400"]);
     assert_eq!(mismatch.count("PUT "), 1, "not retried");
 }
@@ -513,7 +834,14 @@ fn credential_files_and_helpers() {
             ..opts()
         };
         let (a, _, _) = layers();
-        let r = Client::new(&reference, &o).and_then(|c| push(&c, &plan(&[&a], true, ManifestFormat::Oci), &tags(&["t"]), &quiet));
+        let r = Client::new(&reference, &o).and_then(|c| {
+            push(
+                &c,
+                &plan(&[&a], true, ManifestFormat::Oci),
+                &tags(&["t"]),
+                &quiet,
+            )
+        });
         match std::env::var("SLI_TEST_CREDS_EXPECT").as_deref() {
             Ok("ok") => {
                 r.unwrap();
@@ -544,7 +872,11 @@ fn credential_files_and_helpers() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let child = |name: &str, env: &[(&str, String)], expect: &str| {
         let mut c = Command::new(std::env::current_exe().unwrap());
         c.args(["--exact", "credential_files_and_helpers", "--nocapture"])
@@ -561,12 +893,19 @@ fn credential_files_and_helpers() {
             c.env(k, v);
         }
         let out = c.output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         for l in text.lines().filter(|l| l.contains("error line")) {
             eprintln!("{name}: {l}");
         }
         assert!(out.status.success(), "{name}: {text}");
-        assert!(text.contains("1 passed"), "{name}: the child ran no test: {text}");
+        assert!(
+            text.contains("1 passed"),
+            "{name}: the child ran no test: {text}"
+        );
         assert!(!text.contains(PASS), "{name}: a credential leaked: {text}");
     };
     let write_docker = |json: String| std::fs::write(docker.join("config.json"), json).unwrap();
@@ -574,7 +913,10 @@ fn credential_files_and_helpers() {
     // Nothing anywhere: refused.
     child("none", &[], "fail");
     // docker's auths, keyed with a scheme as `docker login` may write it.
-    write_docker(format!(r#"{{"auths":{{"http://{host}":{{"auth":"{}"}}}}}}"#, b64(format!("{USER}:{PASS}").as_bytes())));
+    write_docker(format!(
+        r#"{{"auths":{{"http://{host}":{{"auth":"{}"}}}}}}"#,
+        b64(format!("{USER}:{PASS}").as_bytes())
+    ));
     child("auths", &[], "ok");
     // A credential helper for this registry.
     write_docker(format!(r#"{{"credHelpers":{{"{host}":"slitest"}}}}"#));
@@ -584,12 +926,26 @@ fn credential_files_and_helpers() {
     child("store", &[], "ok");
     // podman's auth file comes first: wrong credentials there win.
     let podman = d.join("auth.json");
-    std::fs::write(&podman, format!(r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#, b64(format!("{USER}:wrong-pass-7").as_bytes()))).unwrap();
-    child("podman-first", &[("REGISTRY_AUTH_FILE", podman.display().to_string())], "fail");
+    std::fs::write(
+        &podman,
+        format!(
+            r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#,
+            b64(format!("{USER}:wrong-pass-7").as_bytes())
+        ),
+    )
+    .unwrap();
+    child(
+        "podman-first",
+        &[("REGISTRY_AUTH_FILE", podman.display().to_string())],
+        "fail",
+    );
     // $SLI_REGISTRY_CREDS before any file.
     child(
         "env",
-        &[("REGISTRY_AUTH_FILE", podman.display().to_string()), ("SLI_REGISTRY_CREDS", format!("{USER}:{PASS}"))],
+        &[
+            ("REGISTRY_AUTH_FILE", podman.display().to_string()),
+            ("SLI_REGISTRY_CREDS", format!("{USER}:{PASS}")),
+        ],
         "ok",
     );
     // A config file that is not JSON: one line naming it.

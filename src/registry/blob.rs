@@ -177,7 +177,10 @@ impl Client {
                 // The registry does not take a streamed PATCH: switch to
                 // one PUT per blob and start again.
                 self.t.monolithic.store(true, Ordering::Relaxed);
-                return Err(Attempt::Retry(self.t.unexpected(&what, &resp), Some(Duration::ZERO)));
+                return Err(Attempt::Retry(
+                    self.t.unexpected(&what, &resp),
+                    Some(Duration::ZERO),
+                ));
             }
             s if transient_status(s) => {
                 return Err(Attempt::Retry(
@@ -190,7 +193,10 @@ impl Client {
         let Some(blob) = blob else {
             return Err(Attempt::Fatal(self.t.fail(
                 &what,
-                format!("the registry answered {} before reading the whole blob", resp.status),
+                format!(
+                    "the registry answered {} before reading the whole blob",
+                    resp.status
+                ),
             )));
         };
         if let Some(k) = known {
@@ -227,20 +233,27 @@ impl Client {
             if k != first.digest {
                 return Err(Attempt::Fatal(self.t.fail(
                     what,
-                    format!("the bytes hash to {}, not to the expected {k}", first.digest),
+                    format!(
+                        "the bytes hash to {}, not to the expected {k}",
+                        first.digest
+                    ),
                 )));
             }
         }
         let what = format!("uploading blob {}", first.digest);
         let mut req = Req::new("PUT", with_digest(&location, &first.digest));
-        req.headers.push(("content-type", "application/octet-stream".into()));
+        req.headers
+            .push(("content-type", "application/octet-stream".into()));
         req.headers.push(("content-length", first.size.to_string()));
         let (sent, produced) = pipe::stream(produce, |body| self.t.send_once(&req, Some(body)));
         match produced {
             Produced::Done(d) if d != first => {
                 return Err(Attempt::Fatal(self.t.fail(
                     &what,
-                    format!("the producer wrote different bytes the second time ({})", d.digest),
+                    format!(
+                        "the producer wrote different bytes the second time ({})",
+                        d.digest
+                    ),
                 )))
             }
             Produced::Failed(e) => {
@@ -264,7 +277,10 @@ impl Client {
                     if d != blob.digest {
                         return Err(Attempt::Fatal(self.t.fail(
                             what,
-                            format!("the registry says it stored {d}, but we sent {}", blob.digest),
+                            format!(
+                                "the registry says it stored {d}, but we sent {}",
+                                blob.digest
+                            ),
                         )));
                     }
                 }
@@ -310,7 +326,9 @@ impl Client {
     fn location(&self, what: &str, resp: &Resp) -> Result<String> {
         match resp.header("location") {
             Some(l) if !l.is_empty() => Ok(self.t.url(l)),
-            _ => Err(self.t.fail(what, format!("{} without a Location", resp.status))),
+            _ => Err(self
+                .t
+                .fail(what, format!("{} without a Location", resp.status))),
         }
     }
 }
@@ -325,7 +343,13 @@ fn with_digest(location: &str, digest: &str) -> String {
 mod tests {
     #[test]
     fn digest_query() {
-        assert_eq!(super::with_digest("/u/1", "sha256:a"), "/u/1?digest=sha256:a");
-        assert_eq!(super::with_digest("/u/1?_state=x", "sha256:a"), "/u/1?_state=x&digest=sha256:a");
+        assert_eq!(
+            super::with_digest("/u/1", "sha256:a"),
+            "/u/1?digest=sha256:a"
+        );
+        assert_eq!(
+            super::with_digest("/u/1?_state=x", "sha256:a"),
+            "/u/1?_state=x&digest=sha256:a"
+        );
     }
 }

@@ -73,7 +73,10 @@ impl Credential {
     /// The strings that must never be shown (kept for redaction).
     pub(crate) fn secrets(&self) -> Vec<String> {
         let mut v = match self {
-            Credential::Basic { username: _, password } => {
+            Credential::Basic {
+                username: _,
+                password,
+            } => {
                 vec![password.clone()]
             }
             Credential::IdentityToken(t) => vec![t.clone()],
@@ -115,7 +118,10 @@ fn config_files() -> Vec<PathBuf> {
     let home = env::var_os("HOME").map(PathBuf::from);
     match env::var_os("XDG_CONFIG_HOME") {
         Some(d) => files.push(Path::new(&d).join("containers/auth.json")),
-        None => files.extend(home.as_ref().map(|h| h.join(".config/containers/auth.json"))),
+        None => files.extend(
+            home.as_ref()
+                .map(|h| h.join(".config/containers/auth.json")),
+        ),
     }
     match env::var_os("DOCKER_CONFIG") {
         Some(d) => files.push(Path::new(&d).join("config.json")),
@@ -153,8 +159,12 @@ fn from_file(file: &Path, registry: &str, repository: &str) -> Result<Option<Cre
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(anyhow!("reading {}: {e}", file.display())),
     };
-    let conf: ConfigFile = serde_json::from_slice(&text)
-        .map_err(|e| anyhow!("reading {}: not a docker/podman auth file: {e}", file.display()))?;
+    let conf: ConfigFile = serde_json::from_slice(&text).map_err(|e| {
+        anyhow!(
+            "reading {}: not a docker/podman auth file: {e}",
+            file.display()
+        )
+    })?;
     from_config(&conf, registry, repository).with_context(|| format!("reading {}", file.display()))
 }
 
@@ -176,7 +186,7 @@ fn from_config(conf: &ConfigFile, registry: &str, repository: &str) -> Result<Op
         let k = normalise_key(key);
         let matches = hosts.contains(&k.as_str())
             || (full.starts_with(&k) && full.as_bytes().get(k.len()) == Some(&b'/'));
-        if matches && best.is_none_or(|(len, _)| k.len() > len) {
+        if matches && best.map_or(true, |(len, _)| k.len() > len) {
             best = Some((k.len(), entry));
         }
     }
@@ -250,7 +260,11 @@ struct HelperAnswer {
 /// Runs `docker-credential-NAME get` (30 s at most). "Not found" is no
 /// credentials; the helper's output is never quoted.
 fn run_helper(name: &str, registry: &str) -> Result<Option<Credential>> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
         bail!("credential helper name {name:?} is not allowed");
     }
     let program = format!("docker-credential-{name}");
@@ -289,8 +303,9 @@ fn run_helper(name: &str, registry: &str) -> Result<Option<Credential>> {
         }
         bail!("credential helper {program} failed ({status})");
     }
-    let answer: HelperAnswer = serde_json::from_slice(&out)
-        .map_err(|_| anyhow!("credential helper {program} answered something that is not its JSON"))?;
+    let answer: HelperAnswer = serde_json::from_slice(&out).map_err(|_| {
+        anyhow!("credential helper {program} answered something that is not its JSON")
+    })?;
     if answer.secret.is_empty() {
         return Ok(None);
     }
@@ -312,7 +327,10 @@ mod tests {
     }
 
     fn basic(u: &str, p: &str) -> Option<Credential> {
-        Some(Credential::Basic { username: u.into(), password: p.into() })
+        Some(Credential::Basic {
+            username: u.into(),
+            password: p.into(),
+        })
     }
 
     #[test]
@@ -327,10 +345,22 @@ mod tests {
             basic::encode(b"hub:pa:ss"),
             basic::encode(b"team:tp")
         ));
-        assert_eq!(from_config(&c, "docker.io", "library/x").unwrap(), basic("hub", "pa:ss"));
-        assert_eq!(from_config(&c, "reg.io:5000", "other/x").unwrap(), basic("u2", "p2"));
-        assert_eq!(from_config(&c, "reg.io:5000", "team/x").unwrap(), basic("team", "tp"));
-        assert_eq!(from_config(&c, "reg.io:5000", "teamx/x").unwrap(), basic("u2", "p2"));
+        assert_eq!(
+            from_config(&c, "docker.io", "library/x").unwrap(),
+            basic("hub", "pa:ss")
+        );
+        assert_eq!(
+            from_config(&c, "reg.io:5000", "other/x").unwrap(),
+            basic("u2", "p2")
+        );
+        assert_eq!(
+            from_config(&c, "reg.io:5000", "team/x").unwrap(),
+            basic("team", "tp")
+        );
+        assert_eq!(
+            from_config(&c, "reg.io:5000", "teamx/x").unwrap(),
+            basic("u2", "p2")
+        );
         assert_eq!(
             from_config(&c, "tok.io", "a").unwrap(),
             Some(Credential::IdentityToken("idt".into()))
@@ -343,7 +373,9 @@ mod tests {
         let c = conf(r#"{"auths": {"r.io": {"auth": "bm9jb2xvbg=="}}}"#); // "nocolon"
         let e = format!("{:#}", from_config(&c, "r.io", "a").unwrap_err());
         assert!(!e.contains("nocolon") && !e.contains("bm9jb2xvbg"), "{e}");
-        let e = Credential::parse_user_pass("secretonly").unwrap_err().to_string();
+        let e = Credential::parse_user_pass("secretonly")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("secretonly"), "{e}");
         let d = format!("{:?}", Credential::parse_user_pass("u:hunter2").unwrap());
         assert!(!d.contains("hunter2"), "{d}");
@@ -353,14 +385,20 @@ mod tests {
     fn missing_helper_is_one_line() {
         let c = conf(r#"{"credHelpers": {"r.io": "sli-test-no-such-helper"}}"#);
         let e = format!("{:#}", from_config(&c, "r.io", "a").unwrap_err());
-        assert!(e.contains("docker-credential-sli-test-no-such-helper"), "{e}");
+        assert!(
+            e.contains("docker-credential-sli-test-no-such-helper"),
+            "{e}"
+        );
         let c = conf(r#"{"credHelpers": {"r.io": "../x"}}"#);
         assert!(from_config(&c, "r.io", "a").is_err());
     }
 
     #[test]
     fn keys_normalise() {
-        assert_eq!(normalise_key("https://index.docker.io/v1/"), "index.docker.io");
+        assert_eq!(
+            normalise_key("https://index.docker.io/v1/"),
+            "index.docker.io"
+        );
         assert_eq!(normalise_key("http://r.io:5000/v2/"), "r.io:5000");
         assert_eq!(normalise_key("r.io"), "r.io");
     }

@@ -55,10 +55,12 @@ impl ManifestFormat {
 
 /// The standard image manifest for a config and layers, compact JSON in
 /// the spec's key order: `schemaVersion`, `mediaType`, `config`, `layers`.
-pub fn build(format: ManifestFormat, config: &BlobDigest, layers: &[(&str, &BlobDigest)]) -> Vec<u8> {
-    let descriptor = |media: &str, b: &BlobDigest| {
-        json!({ "mediaType": media, "digest": b.digest, "size": b.size })
-    };
+pub fn build(
+    format: ManifestFormat,
+    config: &BlobDigest,
+    layers: &[(&str, &BlobDigest)],
+) -> Vec<u8> {
+    let descriptor = |media: &str, b: &BlobDigest| json!({ "mediaType": media, "digest": b.digest, "size": b.size });
     let m = json!({
         "schemaVersion": 2,
         "mediaType": format.manifest_media_type(),
@@ -85,7 +87,10 @@ impl Client {
     pub fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<String> {
         let digest = digest_of(bytes);
         let what = format!("putting manifest {digest} as {reference}");
-        let mut req = Req::new("PUT", format!("/v2/{}/manifests/{reference}", self.t.repository));
+        let mut req = Req::new(
+            "PUT",
+            format!("/v2/{}/manifests/{reference}", self.t.repository),
+        );
         req.headers.push(("content-type", media_type.to_owned()));
         req.body = Some(bytes);
         let resp = self.t.call(&what, &req)?;
@@ -106,7 +111,10 @@ impl Client {
     /// `HEAD /v2/NAME/manifests/REFERENCE`: the digest, `None` if absent.
     pub fn head_manifest(&self, reference: &str) -> Result<Option<String>> {
         let what = format!("checking manifest {reference}");
-        let mut req = Req::new("HEAD", format!("/v2/{}/manifests/{reference}", self.t.repository));
+        let mut req = Req::new(
+            "HEAD",
+            format!("/v2/{}/manifests/{reference}", self.t.repository),
+        );
         req.headers.push(("accept", ACCEPT.into()));
         let resp = self.t.call(&what, &req)?;
         match resp.status {
@@ -120,7 +128,10 @@ impl Client {
     /// if absent. Bytes fetched by digest are checked against it.
     pub fn get_manifest(&self, reference: &str) -> Result<Option<(String, Vec<u8>)>> {
         let what = format!("getting manifest {reference}");
-        let mut req = Req::new("GET", format!("/v2/{}/manifests/{reference}", self.t.repository));
+        let mut req = Req::new(
+            "GET",
+            format!("/v2/{}/manifests/{reference}", self.t.repository),
+        );
         req.headers.push(("accept", ACCEPT.into()));
         req.cap = MANIFEST_CAP + 1;
         let resp = self.t.call(&what, &req)?;
@@ -146,15 +157,27 @@ mod tests {
 
     #[test]
     fn standard_manifest() {
-        let c = BlobDigest { digest: "sha256:c".into(), size: 2 };
-        let l = BlobDigest { digest: "sha256:l".into(), size: 3 };
-        let m = build(ManifestFormat::Oci, &c, &[(ManifestFormat::Oci.layer_media_type("gzip"), &l)]);
+        let c = BlobDigest {
+            digest: "sha256:c".into(),
+            size: 2,
+        };
+        let l = BlobDigest {
+            digest: "sha256:l".into(),
+            size: 3,
+        };
+        let m = build(
+            ManifestFormat::Oci,
+            &c,
+            &[(ManifestFormat::Oci.layer_media_type("gzip"), &l)],
+        );
         assert_eq!(
             String::from_utf8(m).unwrap(),
             r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:c","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:l","size":3}]}"#
         );
         let m = build(ManifestFormat::Docker, &c, &[]);
-        assert!(String::from_utf8(m).unwrap().contains("vnd.docker.container.image.v1+json"));
+        assert!(String::from_utf8(m)
+            .unwrap()
+            .contains("vnd.docker.container.image.v1+json"));
         assert_eq!(
             ManifestFormat::Docker.layer_media_type("zstd"),
             "application/vnd.oci.image.layer.v1.tar+zstd"

@@ -38,7 +38,10 @@ pub enum Produced {
 }
 
 /// Runs `produce` into `consume`'s reader; returns both outcomes.
-pub fn stream<R>(produce: &Producer<'_>, consume: impl FnOnce(&mut dyn Read) -> R) -> (R, Produced) {
+pub fn stream<R>(
+    produce: &Producer<'_>,
+    consume: impl FnOnce(&mut dyn Read) -> R,
+) -> (R, Produced) {
     let (tx, rx) = sync_channel::<Msg>(DEPTH);
     let gone = &AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -75,9 +78,9 @@ pub fn stream<R>(produce: &Producer<'_>, consume: impl FnOnce(&mut dyn Read) -> 
         let r = consume(&mut reader);
         // Unblock a producer still writing.
         drop(reader);
-        let produced = producer.join().unwrap_or_else(|_| {
-            Produced::Failed(anyhow::anyhow!("the blob's producer panicked"))
-        });
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Produced::Failed(anyhow::anyhow!("the blob's producer panicked")));
         (r, produced)
     })
 }
@@ -197,7 +200,9 @@ mod tests {
             r.read_to_end(&mut v).map(|_| v)
         });
         assert_eq!(got.unwrap(), data);
-        let Produced::Done(d) = p else { panic!("not done") };
+        let Produced::Done(d) = p else {
+            panic!("not done")
+        };
         assert_eq!(d.size, 300_000);
         assert_eq!(d, hash_only(&produce).unwrap());
         assert_eq!(d.digest, format!("sha256:{:x}", Sha256::digest(&data)));

@@ -65,12 +65,20 @@ impl BlobSource {
     }
 }
 
+/// Builds the config's bytes from the layers' results (plan order).
+pub type ConfigBuilder = dyn Fn(&[LayerResult]) -> Result<Vec<u8>> + Send + Sync;
+
+/// Builds `(media type, bytes)` of the manifest from the config's digest
+/// and the layers' results (plan order).
+pub type ManifestBuilder =
+    dyn Fn(&BlobDigest, &[LayerResult]) -> Result<(String, Vec<u8>)> + Send + Sync;
+
 /// The image configuration blob.
 pub enum ConfigSpec {
     /// Its bytes, known up front.
     Bytes(Vec<u8>),
     /// Built once every layer is in the registry, from their results.
-    Build(Box<dyn Fn(&[LayerResult]) -> Result<Vec<u8>> + Send + Sync>),
+    Build(Box<ConfigBuilder>),
 }
 
 /// The manifest.
@@ -88,8 +96,7 @@ pub enum ManifestSpec {
     Standard(ManifestFormat),
     /// The caller's builder: `(media type, bytes)` from the config's digest
     /// and the layers' results.
-    #[allow(clippy::type_complexity)]
-    Build(Box<dyn Fn(&BlobDigest, &[LayerResult]) -> Result<(String, Vec<u8>)> + Send + Sync>),
+    Build(Box<ManifestBuilder>),
 }
 
 /// What to push.
@@ -194,7 +201,9 @@ pub fn push_with_mounts(
     let config_bytes = match &plan.config {
         ConfigSpec::Bytes(b) => b.clone(),
         ConfigSpec::Build(f) => f(&layers).map_err(|e| {
-            client.t.fail("building the image configuration", format!("{e:#}"))
+            client
+                .t
+                .fail("building the image configuration", format!("{e:#}"))
         })?,
     };
     let config = BlobDigest {

@@ -55,7 +55,12 @@ impl Proxy {
 
     /// How many request lines seen so far contain `needle`.
     pub fn count(&self, needle: &str) -> usize {
-        self.seen.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 }
 
@@ -65,7 +70,12 @@ impl Drop for Proxy {
     }
 }
 
-fn handle(mut client: TcpStream, upstream: u16, rule: &Rule, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
+fn handle(
+    mut client: TcpStream,
+    upstream: u16,
+    rule: &Rule,
+    seen: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     client.set_nonblocking(false)?;
     client.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut head = Vec::new();

@@ -40,7 +40,11 @@ pub struct Registry {
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Registry {
@@ -64,14 +68,25 @@ impl Registry {
         let mut ca = None;
         if setup.tls {
             let (ca_pem, cert, key) = make_tls(&d);
-            writeln!(conf, "  tls:\n    certificate: {}\n    key: {}", cert.display(), key.display()).unwrap();
+            writeln!(
+                conf,
+                "  tls:\n    certificate: {}\n    key: {}",
+                cert.display(),
+                key.display()
+            )
+            .unwrap();
             ca = Some(ca_pem);
         }
         if let Some((user, pass)) = &setup.htpasswd {
             let line = run(Command::new("htpasswd").args(["-Bbn", user, pass]));
             let f = d.join("htpasswd");
             fs::write(&f, line).unwrap();
-            writeln!(conf, "auth:\n  htpasswd:\n    realm: sli-test\n    path: {}", f.display()).unwrap();
+            writeln!(
+                conf,
+                "auth:\n  htpasswd:\n    realm: sli-test\n    path: {}",
+                f.display()
+            )
+            .unwrap();
         }
         if let Some(t) = &setup.token {
             writeln!(
@@ -94,7 +109,12 @@ impl Registry {
             .stderr(fs::File::create(d.join("registry.log")).unwrap())
             .spawn()
             .expect("docker-registry starts");
-        let mut r = Registry { child, port, dir, ca };
+        let mut r = Registry {
+            child,
+            port,
+            dir,
+            ca,
+        };
         r.wait_ready();
         r
     }
@@ -105,7 +125,11 @@ impl Registry {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("docker-registry exited ({status}): {}", self.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "docker-registry did not listen: {}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "docker-registry did not listen: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -129,13 +153,18 @@ impl Registry {
     pub fn uploads(&self) -> usize {
         self.access_log()
             .lines()
-            .filter(|l| l.contains("\"PUT /v2/") && l.contains("/blobs/uploads/") && l.contains("\" 201 "))
+            .filter(|l| {
+                l.contains("\"PUT /v2/") && l.contains("/blobs/uploads/") && l.contains("\" 201 ")
+            })
             .count()
     }
 
     /// Requests whose request line contains `needle` (`"PATCH /v2/`).
     pub fn requests(&self, needle: &str) -> usize {
-        self.access_log().lines().filter(|l| l.contains(needle)).count()
+        self.access_log()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 }
 
@@ -156,13 +185,50 @@ fn make_tls(d: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
         d.join("server.crt"),
         d.join("san.ext"),
     );
-    run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=sli-test-ca"])
-        .arg("-keyout").arg(&ca_key).arg("-out").arg(&ca).stderr(Stdio::null()));
-    run(Command::new("openssl").args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
-        .arg("-keyout").arg(&key).arg("-out").arg(&csr).stderr(Stdio::null()));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sli-test-ca",
+        ])
+        .arg("-keyout")
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca)
+        .stderr(Stdio::null()));
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr)
+        .stderr(Stdio::null()));
     fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-    run(Command::new("openssl").args(["x509", "-req", "-days", "2", "-CAcreateserial"])
-        .arg("-in").arg(&csr).arg("-CA").arg(&ca).arg("-CAkey").arg(&ca_key)
-        .arg("-out").arg(&cert).arg("-extfile").arg(&ext).stderr(Stdio::null()));
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&cert)
+        .arg("-extfile")
+        .arg(&ext)
+        .stderr(Stdio::null()));
     (ca, cert, key)
 }

@@ -42,13 +42,25 @@ impl TokenService {
         let key = dir.path().join("token.key");
         let cert = dir.path().join("token.crt");
         run(Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=sli-test-token"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=sli-test-token",
+            ])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
             .arg(&cert)
             .stderr(Stdio::null()));
-        let der = run(Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(&cert));
+        let der = run(Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -99,7 +111,8 @@ impl Drop for TokenService {
 
 fn handle(mut s: TcpStream, shared: &Shared) {
     s.set_nonblocking(false).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
@@ -112,7 +125,10 @@ fn handle(mut s: TcpStream, shared: &Shared) {
     let target = head.split(' ').nth(1).unwrap_or("").to_owned();
     let auth = head
         .lines()
-        .find_map(|l| l.strip_prefix("Authorization: ").or_else(|| l.strip_prefix("authorization: ")))
+        .find_map(|l| {
+            l.strip_prefix("Authorization: ")
+                .or_else(|| l.strip_prefix("authorization: "))
+        })
         .map(|s| s.trim().to_owned());
     let user = auth
         .as_deref()
@@ -130,7 +146,9 @@ fn handle(mut s: TcpStream, shared: &Shared) {
     let query = target.split_once('?').map(|x| x.1).unwrap_or("");
     let mut access = Vec::new();
     for pair in query.split('&') {
-        let Some(("scope", v)) = pair.split_once('=') else { continue };
+        let Some(("scope", v)) = pair.split_once('=') else {
+            continue;
+        };
         for scope in unescape(v).split(' ') {
             let parts: Vec<&str> = scope.split(':').collect();
             if parts.len() == 3 {
@@ -140,7 +158,10 @@ fn handle(mut s: TcpStream, shared: &Shared) {
             }
         }
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let expired = shared.expire_first.swap(false, Ordering::SeqCst);
     let exp = if expired { now - 3600 } else { now + 600 };
     let n = shared.issued.fetch_add(1, Ordering::SeqCst);
@@ -167,7 +188,12 @@ fn handle(mut s: TcpStream, shared: &Shared) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let sig = child.wait_with_output().unwrap().stdout;
     let jwt = format!("{input}.{}", b64url(&sig));
     let body = serde_json::json!({"token": jwt, "expires_in": 600}).to_string();

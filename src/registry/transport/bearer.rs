@@ -185,10 +185,17 @@ mod tests {
                 scope: Some("repository:library/x:pull,push".into()),
             }
         );
-        assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#).unwrap(), Challenge::Basic);
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry Realm""#).unwrap(),
+            Challenge::Basic
+        );
         assert_eq!(
             parse_challenge(r#"bearer realm=http://a/t , service = "s\"q""#).unwrap(),
-            Challenge::Bearer { realm: "http://a/t".into(), service: Some("s\"q".into()), scope: None }
+            Challenge::Bearer {
+                realm: "http://a/t".into(),
+                service: Some("s\"q".into()),
+                scope: None
+            }
         );
         assert!(parse_challenge("Bearer service=x").is_err());
         assert!(parse_challenge("Negotiate abc").is_err());
@@ -199,7 +206,12 @@ mod tests {
         let t = parse_token_response(br#"{"token":"abc","expires_in":300}"#).unwrap();
         assert_eq!(t.value, "abc");
         assert!(t.refresh_at > Instant::now() + Duration::from_secs(200));
-        assert_eq!(parse_token_response(br#"{"access_token":"x"}"#).unwrap().value, "x");
+        assert_eq!(
+            parse_token_response(br#"{"access_token":"x"}"#)
+                .unwrap()
+                .value,
+            "x"
+        );
         assert!(parse_token_response(b"{}").is_err());
         assert!(parse_token_response(b"<html>").is_err());
     }

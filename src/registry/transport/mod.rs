@@ -299,7 +299,11 @@ impl Transport {
                 }
             };
             if !transient || !self.may_retry(tries, start) {
-                let after = if tries > 1 { format!(" (after {tries} tries)") } else { String::new() };
+                let after = if tries > 1 {
+                    format!(" (after {tries} tries)")
+                } else {
+                    String::new()
+                };
                 return Err(self.fail(&format!("reaching {}", self.host), format!("{err}{after}")));
             }
             tries += 1;
@@ -340,7 +344,10 @@ impl Transport {
             return path_or_url.to_owned();
         }
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let base = st.base.clone().unwrap_or_else(|| format!("https://{}", self.host));
+        let base = st
+            .base
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", self.host));
         if path_or_url.starts_with('/') {
             format!("{base}{path_or_url}")
         } else {
@@ -432,7 +439,11 @@ impl Transport {
         let realm_uri: http::Uri = realm
             .parse()
             .map_err(|_| self.fail("auth", format!("token realm {realm:?} is not a URL")))?;
-        let realm_host = realm_uri.authority().map(|a| a.as_str()).unwrap_or("").to_owned();
+        let realm_host = realm_uri
+            .authority()
+            .map(|a| a.as_str())
+            .unwrap_or("")
+            .to_owned();
         let realm_insecure = self.insecure_hosts.iter().any(|h| h == &realm_host);
         if realm_uri.scheme_str() != Some("https")
             && !(ping::is_loopback(&realm_host) || realm_insecure)
@@ -445,7 +456,12 @@ impl Transport {
         let agent = if realm_host.eq_ignore_ascii_case(&self.host) {
             self.agent.clone()
         } else {
-            tls::agent(&realm_host, !realm_insecure, &self.timeouts, &self.user_agent)
+            tls::agent(
+                &realm_host,
+                !realm_insecure,
+                &self.timeouts,
+                &self.user_agent,
+            )
         };
         let what = format!("getting a token from {}", strip_query(realm));
         let start = Instant::now();
@@ -496,7 +512,8 @@ impl Transport {
             let retry_after;
             match result.and_then(|r| read_resp(r, 1 << 20, false)) {
                 Ok(resp) if resp.status == 200 => {
-                    return bearer::parse_token_response(&resp.body).map_err(|e| self.fail(&what, e))
+                    return bearer::parse_token_response(&resp.body)
+                        .map_err(|e| self.fail(&what, e))
                 }
                 Ok(resp) if transient_status(resp.status) && self.may_retry(tries, start) => {
                     retry_after = retry::retry_after(&resp.headers);
@@ -504,7 +521,9 @@ impl Transport {
                 Ok(mut resp) => {
                     resp.tries = tries;
                     let hint = match (resp.status, &self.creds) {
-                        (401 | 403, None) => " (anonymous access refused: docker login, podman login or --creds)",
+                        (401 | 403, None) => {
+                            " (anonymous access refused: docker login, podman login or --creds)"
+                        }
                         (401 | 403, Some(_)) => " (the credentials were rejected)",
                         _ => "",
                     };
@@ -531,7 +550,9 @@ impl Transport {
             Ok(a) => a,
             Err(e) => return Err(ureq::Error::Io(std::io::Error::other(AuthFailed(e)))),
         };
-        let mut b = http::Request::builder().method(req.method).uri(url.as_str());
+        let mut b = http::Request::builder()
+            .method(req.method)
+            .uri(url.as_str());
         if let (Some(a), true) = (&auth, self.is_ours(&url)) {
             b = b.header("authorization", a.as_str());
         }
@@ -569,23 +590,22 @@ impl Transport {
         let mut tries = 1;
         let mut reauthed = false;
         loop {
-            let delay: Option<Duration>;
-            match self.send_once(req, None) {
+            let delay: Option<Duration> = match self.send_once(req, None) {
                 Ok((resp, gen)) if resp.status == 401 && !reauthed => {
                     reauthed = true;
                     self.reauth(&resp, gen)?;
                     continue;
                 }
                 Ok((resp, _)) if transient_status(resp.status) && self.may_retry(tries, start) => {
-                    delay = retry::retry_after(&resp.headers);
+                    retry::retry_after(&resp.headers)
                 }
                 Ok((mut resp, _)) => {
                     resp.tries = tries;
                     return Ok(resp);
                 }
-                Err(e) if transient_error(&e) && self.may_retry(tries, start) => delay = None,
+                Err(e) if transient_error(&e) && self.may_retry(tries, start) => None,
                 Err(e) => return Err(self.transport_error(what, e, tries)),
-            }
+            };
             tries += 1;
             std::thread::sleep(self.retry.delay(tries, delay));
         }
@@ -599,7 +619,11 @@ impl Transport {
                 return anyhow!(self.redact(&inner.to_string()));
             }
         }
-        let after = if tries > 1 { format!(" (after {tries} tries)") } else { String::new() };
+        let after = if tries > 1 {
+            format!(" (after {tries} tries)")
+        } else {
+            String::new()
+        };
         self.fail(what, format!("{e}{after}"))
     }
 

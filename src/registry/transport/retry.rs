@@ -99,8 +99,14 @@ mod tests {
         assert_eq!(p.delay(3, None), Duration::from_secs(1));
         assert_eq!(p.delay(4, None), Duration::from_secs(2));
         assert_eq!(p.delay(30, None), Duration::from_secs(10));
-        assert_eq!(p.delay(2, Some(Duration::from_secs(3))), Duration::from_secs(3));
-        assert_eq!(p.delay(2, Some(Duration::from_secs(3600))), Duration::from_secs(60));
+        assert_eq!(
+            p.delay(2, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            p.delay(2, Some(Duration::from_secs(3600))),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
@@ -119,7 +125,10 @@ mod tests {
         assert_eq!(retry_after(&h), None);
         h.insert("retry-after", "2".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), None);
     }
 }
