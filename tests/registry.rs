@@ -170,7 +170,12 @@ fn assert_one_line(e: &anyhow::Error, must: &[&str]) -> String {
     for m in must {
         assert!(s.contains(m), "{s:?} lacks {m:?}");
     }
-    for secret in [PASS, "wrong-pass-7", "c2xpLXVzZXI6czNjcmV0LVBBU1MtOXo="] {
+    for secret in [
+        PASS,
+        "wrong-pass-7",
+        "c2xpLXVzZXI6czNjcmV0LVBBU1MtOXo=",
+        IDENTITY,
+    ] {
         assert!(!s.contains(secret), "a credential leaked: {s}");
     }
     s
@@ -951,4 +956,99 @@ fn credential_files_and_helpers() {
     // A config file that is not JSON: one line naming it.
     write_docker("{not json".to_owned());
     child("bad-file", &[], "fail");
+}
+
+/// An identity token (OAuth2 refresh token, as `docker login` stores for
+/// some registries) is exchanged at the realm with a POST.
+#[test]
+fn bearer_identity_token() {
+    let tokens = TokenService::start_with(None, Some(IDENTITY.into()), false);
+    let reg = Registry::start(Setup {
+        token: Some(tokens.auth.clone()),
+        ..Setup::default()
+    });
+    let (a, _, _) = layers();
+    let o = |t: &str| Options {
+        creds: Some(Credential::IdentityToken(t.into())),
+        ..opts()
+    };
+    let c = client(&reg.host(), "idt/app", &o(IDENTITY));
+    push(
+        &c,
+        &plan(&[&a], false, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    let wrong = client(&reg.host(), "idt/app", &o("idt-wrong-999999"));
+    let e = push(
+        &wrong,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["u"]),
+        &quiet,
+    )
+    .unwrap_err();
+    let s = assert_one_line(&e, &["getting a token", "401", "rejected"]);
+    assert!(!s.contains("idt-wrong-999999"), "{s}");
+}
+
+const IDENTITY: &str = "idt-secret-1234567";
+
+/// A blob far larger than the memory the upload may use: streamed, never
+/// held (peak RSS of a child process running only this test).
+#[test]
+fn big_blob_streams_in_bounded_memory() {
+    const MIB: usize = 1 << 20;
+    const BLOB_MIB: usize = 192;
+    if let Some(host) = std::env::var_os("SLI_TEST_BIG_HOST") {
+        let c = client(host.to_str().unwrap(), "big/blob", &opts());
+        let block = blobs::noise(3, MIB);
+        let d = c
+            .upload(None, &|w| {
+                for i in 0..BLOB_MIB {
+                    w.write_all(&(i as u64).to_le_bytes())?;
+                    w.write_all(&block[8..])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(d.size, (BLOB_MIB * MIB) as u64);
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hwm_kib: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        eprintln!(
+            "big blob: {BLOB_MIB} MiB uploaded, peak RSS {} MiB",
+            hwm_kib / 1024
+        );
+        assert!(hwm_kib < 64 * 1024, "peak RSS {hwm_kib} KiB");
+        return;
+    }
+    let reg = Registry::start(Setup::default());
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "big_blob_streams_in_bounded_memory",
+            "--nocapture",
+        ])
+        .env("SLI_TEST_BIG_HOST", reg.host())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("big blob"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+    assert_eq!(reg.uploads(), 1);
 }

@@ -34,6 +34,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Environment
+//!
+//! - `SLI_REGISTRY_CREDS=USER:PASS`: credentials when [`Options::creds`]
+//!   is `None` (before any config file; see [`credentials`]).
+//! - `SLI_CERTS_D=DIR`: read per-registry CAs from `DIR/HOST[:PORT]/*.crt`
+//!   instead of `/etc/docker/certs.d` and `/etc/containers/certs.d`.
+//! - `REGISTRY_AUTH_FILE`, `XDG_RUNTIME_DIR`, `DOCKER_CONFIG`, `HOME`:
+//!   where podman's and docker's auth files are ([`credentials`]).
+//! - `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`: honoured, as docker does.
+//!
 //! Every error is one line that names the registry and the repository
 //! (`registry 127.0.0.1:5000, repository app: …`); credentials never appear
 //! in an error, however the registry answers (they are redacted from every

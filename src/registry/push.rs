@@ -224,7 +224,22 @@ pub fn push_with_mounts(
     });
 
     let (media_type, bytes) = match &plan.manifest {
-        ManifestSpec::Bytes { media_type, bytes } => (media_type.clone(), bytes.clone()),
+        ManifestSpec::Bytes { media_type, bytes } => {
+            // Bytes made before the push can only be right if they name
+            // what was pushed.
+            let text = String::from_utf8_lossy(bytes);
+            let digests = layers
+                .iter()
+                .map(|l| &l.digest.digest)
+                .chain([&config.digest]);
+            if let Some(missing) = digests.into_iter().find(|d| !text.contains(d.as_str())) {
+                return Err(client.t.fail(
+                    "checking the manifest",
+                    format!("it does not name the pushed blob {missing}"),
+                ));
+            }
+            (media_type.clone(), bytes.clone())
+        }
         ManifestSpec::Standard(format) => {
             let l: Vec<(&str, &BlobDigest)> = layers
                 .iter()

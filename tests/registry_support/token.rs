@@ -31,6 +31,7 @@ struct Shared {
     key: PathBuf,
     cert_b64: String,
     creds: Option<(String, String)>,
+    refresh: Option<String>,
     expire_first: AtomicBool,
     issued: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
@@ -38,6 +39,16 @@ struct Shared {
 
 impl TokenService {
     pub fn start(creds: Option<(String, String)>, expire_first: bool) -> TokenService {
+        TokenService::start_with(creds, None, expire_first)
+    }
+
+    /// Also accepts the OAuth2 refresh-token grant (`POST`) with `refresh`
+    /// (an identity token).
+    pub fn start_with(
+        creds: Option<(String, String)>,
+        refresh: Option<String>,
+        expire_first: bool,
+    ) -> TokenService {
         let dir = TempDir::new("token");
         let key = dir.path().join("token.key");
         let cert = dir.path().join("token.crt");
@@ -71,6 +82,7 @@ impl TokenService {
             key,
             cert_b64: basic::encode(&der),
             creds,
+            refresh,
             expire_first: AtomicBool::new(expire_first),
             issued: issued.clone(),
             refused: refused.clone(),
@@ -123,27 +135,51 @@ fn handle(mut s: TcpStream, shared: &Shared) {
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     let target = head.split(' ').nth(1).unwrap_or("").to_owned();
-    let auth = head
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Authorization: ")
-                .or_else(|| l.strip_prefix("authorization: "))
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
         })
-        .map(|s| s.trim().to_owned());
-    let user = auth
+    };
+    let user = header("authorization")
         .as_deref()
         .and_then(|a| a.strip_prefix("Basic "))
         .and_then(basic::decode)
         .map(|d| String::from_utf8_lossy(&d).into_owned());
-    if let Some((u, p)) = &shared.creds {
-        if user.as_deref() != Some(&format!("{u}:{p}")) {
-            shared.refused.fetch_add(1, Ordering::SeqCst);
-            let body = r#"{"details":"wrong credentials"}"#;
-            let _ = write!(s, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let refuse = |mut s: TcpStream| {
+        shared.refused.fetch_add(1, Ordering::SeqCst);
+        let body = r#"{"details":"wrong credentials"}"#;
+        let _ = write!(s, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    };
+    // GET: the query; POST (refresh-token grant): the form body.
+    let (query, oauth) = if head.starts_with("POST ") {
+        let len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len.min(65536)];
+        if s.read_exact(&mut body).is_err() {
             return;
         }
-    }
-    let query = target.split_once('?').map(|x| x.1).unwrap_or("");
+        let form = String::from_utf8_lossy(&body).into_owned();
+        let refresh = form
+            .split('&')
+            .find_map(|p| p.strip_prefix("refresh_token="))
+            .map(unescape);
+        if shared.refresh.is_none() || refresh != shared.refresh {
+            return refuse(s);
+        }
+        (form, true)
+    } else {
+        if let Some((u, p)) = &shared.creds {
+            if user.as_deref() != Some(&format!("{u}:{p}")) {
+                return refuse(s);
+            }
+        }
+        (
+            target.split_once('?').map(|x| x.1).unwrap_or("").to_owned(),
+            false,
+        )
+    };
     let mut access = Vec::new();
     for pair in query.split('&') {
         let Some(("scope", v)) = pair.split_once('=') else {
@@ -196,7 +232,8 @@ fn handle(mut s: TcpStream, shared: &Shared) {
         .unwrap();
     let sig = child.wait_with_output().unwrap().stdout;
     let jwt = format!("{input}.{}", b64url(&sig));
-    let body = serde_json::json!({"token": jwt, "expires_in": 600}).to_string();
+    let key = if oauth { "access_token" } else { "token" };
+    let body = serde_json::json!({key: jwt, "expires_in": 600}).to_string();
     let _ = write!(
         s,
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
