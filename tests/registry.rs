@@ -1052,3 +1052,86 @@ fn big_blob_streams_in_bounded_memory() {
     assert!(out.status.success() && text.contains("1 passed"), "{text}");
     assert_eq!(reg.uploads(), 1);
 }
+
+/// A registry that answers a manifest with an endless body, and never
+/// answers a HEAD: capped reads and time-outs, one line each, no hang.
+#[test]
+fn hostile_server_is_bounded() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(64) {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                if line.starts_with("GET /v2/ ") {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                    );
+                } else if line.starts_with("GET ") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nTransfer-Encoding: chunked\r\n\r\n");
+                    let chunk = [b'x'; 65536];
+                    // Endless, until the client goes away (bounded anyway).
+                    for _ in 0..16 * 1024 {
+                        if s.write_all(b"10000\r\n")
+                            .and_then(|_| s.write_all(&chunk))
+                            .and_then(|_| s.write_all(b"\r\n"))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                } else {
+                    // Never answer.
+                    std::thread::sleep(Duration::from_secs(30));
+                }
+            });
+        }
+    });
+    let o = Options {
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            io: Duration::from_secs(1),
+            request: Duration::from_secs(3),
+        },
+        retry: RetryPolicy {
+            attempts: 2,
+            ..opts().retry
+        },
+        ..opts()
+    };
+    let host = format!("127.0.0.1:{port}");
+    let c = client(&host, "hostile/x", &o);
+    let start = Instant::now();
+    let e = c.get_manifest("big").unwrap_err();
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {host}, repository hostile/x"),
+            "larger than 4 MiB",
+        ],
+    );
+    let e = c
+        .blob_exists(&format!("sha256:{}", "a".repeat(64)))
+        .unwrap_err();
+    assert_one_line(&e, &["checking blob", "2 tries"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+}
