@@ -1135,3 +1135,56 @@ fn hostile_server_is_bounded() {
         start.elapsed()
     );
 }
+
+/// `--push` given several times: one push per repository with all its
+/// tags; the store is read once, later repositories mount.
+#[test]
+fn push_all_reads_the_store_once() {
+    let reg = Registry::start(Setup::default());
+    let host = reg.host();
+    let (a, b, _) = layers();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let mut p = plan(&[&a, &b], false, ManifestFormat::Oci);
+    for (l, src) in p.layers.iter_mut().zip([&a, &b]) {
+        let (r, gz) = (reads.clone(), src.gz.clone());
+        l.produce = Box::new(move |w| {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(w.write_all(&gz)?)
+        });
+    }
+    let refs: Vec<Reference> = [
+        format!("{host}/all/one:1"),
+        format!("{host}/all/two"),
+        format!("{host}/all/one:2"),
+    ]
+    .iter()
+    .map(|r| Reference::parse(r).unwrap())
+    .collect();
+    let events = AtomicUsize::new(0);
+    let out = stream_layered_image::registry::push_all(&refs, &p, &opts(), &[], &|_, _| {
+        events.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    assert_eq!(reads.load(Ordering::SeqCst), 2, "each layer read once");
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].0.repository, "all/one");
+    assert_eq!(out[0].1.blobs_uploaded, 3);
+    assert_eq!((out[1].1.blobs_mounted, out[1].1.blobs_uploaded), (3, 0));
+    assert_eq!(out[0].1.manifest_digest, out[1].1.manifest_digest);
+    assert_eq!(reg.uploads(), 3);
+    for r in ["all/one:1", "all/one:2", "all/two:latest"] {
+        let info: Value =
+            serde_json::from_slice(&skopeo(&[], &format!("{host}/{r}"), None)).unwrap();
+        assert_eq!(info["Digest"], out[0].1.manifest_digest.as_str(), "{r}");
+    }
+    // A digest reference must be the image's.
+    let bad = Reference::parse(&format!("{host}/all/three@sha256:{}", "1".repeat(64))).unwrap();
+    let e =
+        stream_layered_image::registry::push_all(&[bad], &p, &opts(), &[], &|_, _| {}).unwrap_err();
+    assert_one_line(&e, &["repository all/three", "not sha256:1111"]);
+    assert_eq!(
+        reg.requests("/v2/all/three/manifests/"),
+        0,
+        "checked before any manifest"
+    );
+}

@@ -29,7 +29,8 @@ use anyhow::{anyhow, Result};
 
 use super::blob::{Mount, Producer};
 use super::manifest::{self, ManifestFormat};
-use super::{BlobDigest, Client};
+use super::{BlobDigest, Client, Options};
+use crate::reference::Reference;
 
 /// A layer to push.
 pub struct BlobSource {
@@ -195,8 +196,22 @@ pub fn push_with_mounts(
     mount_from: &[String],
     report: &(dyn Fn(&Event) + Sync),
 ) -> Result<PushReport> {
+    push_inner(client, plan, tags, mount_from, None, &[], report)
+}
+
+/// [`push_with_mounts`]; `learned`, when given, holds each layer's digest
+/// from an earlier push of the same plan (used as if known in advance).
+fn push_inner(
+    client: &Client,
+    plan: &PushPlan,
+    tags: &[String],
+    mount_from: &[String],
+    learned: Option<&[BlobDigest]>,
+    expected: &[String],
+    report: &(dyn Fn(&Event) + Sync),
+) -> Result<PushReport> {
     client.ping()?;
-    let layers = push_layers(client, plan, mount_from, report)?;
+    let layers = push_layers(client, plan, mount_from, learned, report)?;
 
     let config_bytes = match &plan.config {
         ConfigSpec::Bytes(b) => b.clone(),
@@ -210,13 +225,7 @@ pub fn push_with_mounts(
         digest: manifest::digest_of(&config_bytes),
         size: config_bytes.len() as u64,
     };
-    let config_outcome = if client.blob_exists(&config.digest)? {
-        Outcome::Present
-    } else {
-        let bytes = &config_bytes;
-        client.upload(Some(&config.digest), &|w| Ok(w.write_all(bytes)?))?;
-        Outcome::Uploaded
-    };
+    let config_outcome = push_config(client, &config, &config_bytes, mount_from)?;
     report(&Event::Blob {
         layer: None,
         digest: config.clone(),
@@ -254,6 +263,12 @@ pub fn push_with_mounts(
             .map_err(|e| client.t.fail("building the manifest", format!("{e:#}")))?,
     };
     let digest = manifest::digest_of(&bytes);
+    if let Some(d) = expected.iter().find(|d| **d != digest) {
+        return Err(client.t.fail(
+            "checking the manifest digest",
+            format!("the image's manifest is {digest}, not {d}"),
+        ));
+    }
     let references: Vec<String> = if tags.is_empty() {
         vec![digest.clone()]
     } else {
@@ -296,12 +311,36 @@ pub fn push_with_mounts(
     Ok(out)
 }
 
+/// The config blob: present, mounted, or uploaded from memory.
+fn push_config(
+    client: &Client,
+    config: &BlobDigest,
+    bytes: &[u8],
+    mount_from: &[String],
+) -> Result<Outcome> {
+    if client.blob_exists(&config.digest)? {
+        return Ok(Outcome::Present);
+    }
+    let mut opened = None;
+    for from in mount_from.iter().filter(|f| **f != client.t.repository) {
+        match client.mount_or_open(&config.digest, from)? {
+            Mount::Mounted => return Ok(Outcome::Mounted),
+            Mount::Opened(location) => {
+                opened.get_or_insert(location);
+            }
+        }
+    }
+    client.upload_at(Some(&config.digest), &|w| Ok(w.write_all(bytes)?), opened)?;
+    Ok(Outcome::Uploaded)
+}
+
 /// Every layer into the registry, `client.jobs` at a time. The first
 /// failure stops the others from starting new layers.
 fn push_layers(
     client: &Client,
     plan: &PushPlan,
     mount_from: &[String],
+    learned: Option<&[BlobDigest]>,
     report: &(dyn Fn(&Event) + Sync),
 ) -> Result<Vec<LayerResult>> {
     let n = plan.layers.len();
@@ -320,7 +359,10 @@ fn push_layers(
                 if i >= n {
                     return;
                 }
-                match push_layer(client, &plan.layers[i], mount_from) {
+                let known = learned
+                    .and_then(|l| l.get(i))
+                    .or(plan.layers[i].known.as_ref());
+                match push_layer(client, &plan.layers[i], known, mount_from) {
                     Ok(r) => {
                         report(&Event::Blob {
                             layer: Some(i),
@@ -350,14 +392,19 @@ fn push_layers(
         .collect()
 }
 
-fn push_layer(client: &Client, layer: &BlobSource, mount_from: &[String]) -> Result<LayerResult> {
+fn push_layer(
+    client: &Client,
+    layer: &BlobSource,
+    known: Option<&BlobDigest>,
+    mount_from: &[String],
+) -> Result<LayerResult> {
     let done = |digest: BlobDigest, outcome| LayerResult {
         digest,
         media_type: layer.media_type.clone(),
         outcome,
     };
     let mut opened = None;
-    if let Some(known) = &layer.known {
+    if let Some(known) = known {
         if client.blob_exists(&known.digest)? {
             return Ok(done(known.clone(), Outcome::Present));
         }
@@ -373,9 +420,9 @@ fn push_layer(client: &Client, layer: &BlobSource, mount_from: &[String]) -> Res
             }
         }
     }
-    let known_digest = layer.known.as_ref().map(|k| k.digest.as_str());
+    let known_digest = known.map(|k| k.digest.as_str());
     let d = client.upload_at(known_digest, &*layer.produce, opened)?;
-    if let Some(k) = &layer.known {
+    if let Some(k) = known {
         if k.size != d.size {
             return Err(client.t.fail(
                 &format!("uploading blob {}", d.digest),
@@ -384,4 +431,63 @@ fn push_layer(client: &Client, layer: &BlobSource, mount_from: &[String]) -> Res
         }
     }
     Ok(done(d, Outcome::Uploaded))
+}
+
+/// Pushes `plan` to every reference in `refs` (the repeatable `--push REF`):
+/// grouped by registry and repository in the order given, one push per
+/// repository with all its tags (a reference without a tag means `latest`;
+/// one with only a digest is pushed by digest, and the digest must be the
+/// manifest's). The first repository's push learns every layer's digest;
+/// later ones `HEAD` with it and mount from the repositories already pushed
+/// on the same registry, so the store is read once. Returns each
+/// repository's first reference and report, in order.
+pub fn push_all(
+    refs: &[Reference],
+    plan: &PushPlan,
+    options: &Options,
+    mount_from: &[String],
+    report: &(dyn Fn(&Reference, &Event) + Sync),
+) -> Result<Vec<(Reference, PushReport)>> {
+    let mut groups: Vec<(Reference, Vec<String>, Vec<String>)> = Vec::new();
+    for r in refs {
+        let at = groups
+            .iter()
+            .position(|(g, _, _)| g.registry == r.registry && g.repository == r.repository);
+        let i = at.unwrap_or_else(|| {
+            groups.push((r.clone(), Vec::new(), Vec::new()));
+            groups.len() - 1
+        });
+        let (_, tags, digests) = &mut groups[i];
+        match (&r.tag, &r.digest) {
+            (None, Some(d)) => digests.push(d.clone()),
+            (tag, digest) => {
+                let t = tag.clone().unwrap_or_else(|| "latest".to_owned());
+                if !tags.contains(&t) {
+                    tags.push(t);
+                }
+                digests.extend(digest.clone());
+            }
+        }
+    }
+    let mut out: Vec<(Reference, PushReport)> = Vec::new();
+    let mut learned: Option<Vec<BlobDigest>> = None;
+    for (first, tags, digests) in groups {
+        let client = Client::new(&first, options)?;
+        let mut mounts: Vec<String> = mount_from.to_vec();
+        for (done, _) in out.iter().filter(|(d, _)| d.registry == first.registry) {
+            mounts.push(done.repository.clone());
+        }
+        let r = push_inner(
+            &client,
+            plan,
+            &tags,
+            &mounts,
+            learned.as_deref(),
+            &digests,
+            &|e| report(&first, e),
+        )?;
+        learned = Some(r.layers.iter().map(|l| l.digest.clone()).collect());
+        out.push((first, r));
+    }
+    Ok(out)
 }
