@@ -44,6 +44,11 @@
 //!   where podman's and docker's auth files are ([`credentials`]).
 //! - `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`: honoured, as docker does.
 //!
+//! For the CLI's repeatable `--push REF`, [`push_all`](push::push_all)
+//! groups the references by repository, pushes each once with all its tags,
+//! and lets later repositories `HEAD` and mount what the first one uploaded,
+//! so the store is read once whatever the number of references.
+//!
 //! Every error is one line that names the registry and the repository
 //! (`registry 127.0.0.1:5000, repository app: …`); credentials never appear
 //! in an error, however the registry answers (they are redacted from every

@@ -166,9 +166,8 @@ impl Transport {
     pub fn new(reference: &Reference, options: &Options) -> Result<Transport> {
         let host = reference.api_host().to_owned();
         let insecure_hosts: Vec<String> = options.insecure_registries.clone();
-        let insecure = insecure_hosts
-            .iter()
-            .any(|h| h == &reference.registry || h == &host);
+        let insecure = is_insecure(&insecure_hosts, &reference.registry)
+            || is_insecure(&insecure_hosts, &host);
         let creds = match &options.creds {
             Some(c) => Some(c.clone()),
             None if options.no_credential_files => None,
@@ -265,7 +264,7 @@ impl Transport {
         let mut tries = 1;
         loop {
             let https = format!("https://{}", self.host);
-            let (err, transient) = match self.raw(&https, "/v2/", None) {
+            let (err, transient) = match self.raw(&https, "/v2/") {
                 Ok(resp) if transient_status(resp.status) => (resp.describe(), true),
                 Ok(resp) => return self.pinged(&mut st, https, resp),
                 Err(e) if tls::is_certificate_error(&e) => {
@@ -279,7 +278,7 @@ impl Transport {
                 }
                 Err(e) if may_use_http => {
                     let http = format!("http://{}", self.host);
-                    match self.raw(&http, "/v2/", None) {
+                    match self.raw(&http, "/v2/") {
                         // Go's answer to plain HTTP on a TLS port: the TLS
                         // error is the one to show.
                         Ok(resp) if resp.status == 400 && speaks_tls(&resp) => {
@@ -322,14 +321,12 @@ impl Transport {
     }
 
     /// One request straight to `base` + `path` with no auth and no retry.
-    fn raw(&self, base: &str, path: &str, auth: Option<&str>) -> Result<Resp, ureq::Error> {
-        let mut b = http::Request::builder()
+    fn raw(&self, base: &str, path: &str) -> Result<Resp, ureq::Error> {
+        let req = http::Request::builder()
             .method("GET")
-            .uri(format!("{base}{path}"));
-        if let Some(a) = auth {
-            b = b.header("authorization", a);
-        }
-        let req = b.body(()).map_err(ureq::Error::from)?;
+            .uri(format!("{base}{path}"))
+            .body(())
+            .map_err(ureq::Error::from)?;
         let req = self
             .agent
             .configure_request(req)
@@ -444,7 +441,7 @@ impl Transport {
             .map(|a| a.as_str())
             .unwrap_or("")
             .to_owned();
-        let realm_insecure = self.insecure_hosts.iter().any(|h| h == &realm_host);
+        let realm_insecure = is_insecure(&self.insecure_hosts, &realm_host);
         if realm_uri.scheme_str() != Some("https")
             && !(ping::is_loopback(&realm_host) || realm_insecure)
         {
@@ -651,6 +648,14 @@ pub fn is_auth_failure(e: &ureq::Error) -> bool {
     matches!(e, ureq::Error::Io(io) if io.get_ref().is_some_and(|i| i.is::<AuthFailed>()))
 }
 
+/// Whether `host` (`name[:port]`) is in `list`: as given, or by name alone
+/// when the list entry has no port (`--insecure-registry myhost` covers
+/// every port of `myhost`).
+fn is_insecure(list: &[String], host: &str) -> bool {
+    list.iter()
+        .any(|h| h == host || (ping::strip_port(h) == h && ping::strip_port(host) == h))
+}
+
 fn speaks_tls(resp: &Resp) -> bool {
     String::from_utf8_lossy(&resp.body).contains("HTTPS server")
 }
@@ -671,4 +676,32 @@ fn read_resp(resp: http::Response<ureq::Body>, cap: u64, head: bool) -> Result<R
         body: bytes,
         tries: 1,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_hosts() {
+        let l = vec!["a.io:5000".to_owned(), "b.io".to_owned()];
+        assert!(is_insecure(&l, "a.io:5000"));
+        assert!(!is_insecure(&l, "a.io:5001"));
+        assert!(!is_insecure(&l, "a.io"));
+        assert!(is_insecure(&l, "b.io"));
+        assert!(is_insecure(&l, "b.io:443"));
+        assert!(!is_insecure(&l, "c.io"));
+    }
+
+    #[test]
+    fn error_bodies() {
+        let b = br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown\nto registry","detail":"x"}]}"#;
+        assert_eq!(
+            registry_error(b).unwrap(),
+            "BLOB_UNKNOWN: blob unknown to registry"
+        );
+        assert_eq!(registry_error(b"<html>\n oops").unwrap(), "<html>  oops");
+        assert_eq!(registry_error(b""), None);
+        assert_eq!(one_line(&"x".repeat(300), 10), "xxxxxxxxxx…");
+    }
 }
