@@ -44,7 +44,7 @@
 //!   where podman's and docker's auth files are ([`credentials`]).
 //! - `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`: honoured, as docker does.
 //!
-//! For the CLI's repeatable `--push REF`, [`push_all`](push::push_all)
+//! For the CLI's repeatable `--push REF`, [`push_all`]
 //! groups the references by repository, pushes each once with all its tags,
 //! and lets later repositories `HEAD` and mount what the first one uploaded,
 //! so the store is read once whatever the number of references.
