@@ -15,10 +15,13 @@
 //! namespace (podman's `host/org`; the longest match wins).
 //!
 //! We read these files ourselves rather than through the
-//! `docker_credential` crate: it reads only docker's file (not podman's),
-//! and its errors may carry a helper's output, where a secret could be.
-//! Nothing read here ever appears in a message: errors name the file or the
-//! helper and the problem, never a value.
+//! `docker_credential` crate (1.4): its `HelperFailure` error carries the
+//! helper's stdout, where a secret can be; it waits for a helper with no
+//! time limit; it does not match podman's repository-namespaced keys; and
+//! the order above (podman's files, then docker's) would still be ours to
+//! write. The reader is small. Nothing read here ever appears in a
+//! message: errors name the file or the helper and the problem, never a
+//! value.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
