@@ -12,7 +12,11 @@
 //! - `basic_auth_htpasswd`, `bearer_tokens_expiry_and_mount`: auth flows,
 //!   wrong credentials (one line, no secret)
 //! - `faults_reset_500_429_still_push`, `always_failing_registry_leaves_no_manifest`
-//! - `error_lines`, `upload_checks_known_digest`
+//! - `error_lines`, `upload_checks_known_digest`, `hostile_server_is_bounded`,
+//!   `lying_registry_is_an_error`, `monolithic_fallback`
+//! - `credential_files_and_helpers` (child processes), `bearer_identity_token`
+//! - `push_all_reads_the_store_once`, `config_and_manifest_built_from_upload_results`,
+//!   `big_blob_streams_in_bounded_memory`
 //! - `docker_pull_and_run` (skipped loudly without a daemon)
 
 mod registry_support;
@@ -82,7 +86,7 @@ fn layers() -> (Layer, Layer, Layer) {
 
 /// A plan for `layers`: digests known in advance or not, the standard
 /// manifest in `format`.
-fn plan(layers: &[&Layer], known: bool, format: ManifestFormat) -> PushPlan {
+fn plan(layers: &[&Layer], known: bool, format: ManifestFormat) -> PushPlan<'static> {
     PushPlan {
         layers: layers
             .iter()
@@ -1186,5 +1190,66 @@ fn push_all_reads_the_store_once() {
         reg.requests("/v2/all/three/manifests/"),
         0,
         "checked before any manifest"
+    );
+}
+
+/// Config and manifest built after the upload, from what the producers
+/// saw (diff_ids) and the final digests; producers borrow local data.
+#[test]
+fn config_and_manifest_built_from_upload_results() {
+    use std::sync::Mutex;
+    use stream_layered_image::registry::manifest;
+    let reg = Registry::start(Setup::default());
+    let (a, b, _) = layers();
+    let store = [a.clone(), b.clone()];
+    let diff_ids: Mutex<Vec<Option<String>>> = Mutex::new(vec![None, None]);
+    let format = ManifestFormat::Docker;
+    let p = PushPlan {
+        layers: store
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let diff_ids = &diff_ids;
+                BlobSource::new(format.layer_media_type("gzip"), move |w| {
+                    w.write_all(&l.gz)?;
+                    diff_ids.lock().unwrap()[i] = Some(l.diff_id.clone());
+                    Ok(())
+                })
+            })
+            .collect(),
+        config: ConfigSpec::Build(Box::new(|results| {
+            assert_eq!(results.len(), 2);
+            let ids = diff_ids.lock().unwrap();
+            let ids: Vec<&str> = ids.iter().map(|d| d.as_deref().unwrap()).collect();
+            Ok(serde_json::to_vec(&serde_json::json!({
+                "architecture": "amd64", "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": ids},
+            }))?)
+        })),
+        manifest: ManifestSpec::Build(Box::new(move |config, results| {
+            let l: Vec<(&str, &BlobDigest)> = results
+                .iter()
+                .map(|r| (r.media_type.as_str(), &r.digest))
+                .collect();
+            Ok((
+                format.manifest_media_type().to_owned(),
+                manifest::build(format, config, &l),
+            ))
+        })),
+    };
+    let r = push(
+        &client(&reg.host(), "built/app", &opts()),
+        &p,
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    let reference = format!("{}/built/app:t", reg.host());
+    check_with_skopeo(&reference, &r, &[&a, &b], format, None);
+    let config: Value =
+        serde_json::from_slice(&skopeo(&["--config", "--raw"], &reference, None)).unwrap();
+    assert_eq!(
+        config["rootfs"]["diff_ids"],
+        serde_json::json!([a.diff_id, b.diff_id])
     );
 }

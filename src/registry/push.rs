@@ -13,9 +13,12 @@
 //! *specs*: [`ConfigSpec::Build`] and [`ManifestSpec::Build`] /
 //! [`ManifestSpec::Standard`] are called once every layer is in the
 //! registry, with each layer's final digest and size ([`LayerResult`], in
-//! plan order). A config builder that needs diff_ids gets them from its
-//! producers (which see the uncompressed bytes), e.g. through a
-//! `Mutex<Vec<Option<String>>>` the producers fill.
+//! plan order). A config builder that needs diff_ids gets them from the
+//! caller's side: a layer known in advance came from the cache with its
+//! diff_id; any other layer was uploaded, so its producer ran and can have
+//! recorded the diff_id it saw (e.g. in a `Mutex<Vec<Option<String>>>`
+//! shared with the builder). Producers and builders may borrow (the plan
+//! has a lifetime), so they can read the store through references.
 //!
 //! Order: layers (in parallel, `Options::jobs`), then the config blob, then
 //! the manifest, once per tag. Nothing is written to a tag before every
@@ -33,7 +36,7 @@ use super::{BlobDigest, Client, Options};
 use crate::reference::Reference;
 
 /// A layer to push.
-pub struct BlobSource {
+pub struct BlobSource<'a> {
     /// The layer's compressed digest and size if known before reading its
     /// bytes (from a cache): lets the push `HEAD` or mount it first, and
     /// the bytes must then hash to it.
@@ -43,15 +46,15 @@ pub struct BlobSource {
     pub media_type: String,
     /// Writes the compressed layer. May be called more than once (a retried
     /// upload starts over), and must write the same bytes each time.
-    pub produce: Box<Producer<'static>>,
+    pub produce: Box<Producer<'a>>,
 }
 
-impl BlobSource {
+impl<'a> BlobSource<'a> {
     /// A layer whose digest is not known in advance.
     pub fn new(
         media_type: &str,
-        produce: impl Fn(&mut dyn std::io::Write) -> Result<()> + Sync + 'static,
-    ) -> BlobSource {
+        produce: impl Fn(&mut dyn std::io::Write) -> Result<()> + Sync + 'a,
+    ) -> BlobSource<'a> {
         BlobSource {
             known: None,
             media_type: media_type.to_owned(),
@@ -60,30 +63,30 @@ impl BlobSource {
     }
 
     /// The same, with its digest and size known in advance.
-    pub fn known(mut self, digest: BlobDigest) -> BlobSource {
+    pub fn known(mut self, digest: BlobDigest) -> BlobSource<'a> {
         self.known = Some(digest);
         self
     }
 }
 
 /// Builds the config's bytes from the layers' results (plan order).
-pub type ConfigBuilder = dyn Fn(&[LayerResult]) -> Result<Vec<u8>> + Send + Sync;
+pub type ConfigBuilder<'a> = dyn Fn(&[LayerResult]) -> Result<Vec<u8>> + Send + Sync + 'a;
 
 /// Builds `(media type, bytes)` of the manifest from the config's digest
 /// and the layers' results (plan order).
-pub type ManifestBuilder =
-    dyn Fn(&BlobDigest, &[LayerResult]) -> Result<(String, Vec<u8>)> + Send + Sync;
+pub type ManifestBuilder<'a> =
+    dyn Fn(&BlobDigest, &[LayerResult]) -> Result<(String, Vec<u8>)> + Send + Sync + 'a;
 
 /// The image configuration blob.
-pub enum ConfigSpec {
+pub enum ConfigSpec<'a> {
     /// Its bytes, known up front.
     Bytes(Vec<u8>),
     /// Built once every layer is in the registry, from their results.
-    Build(Box<ConfigBuilder>),
+    Build(Box<ConfigBuilder<'a>>),
 }
 
 /// The manifest.
-pub enum ManifestSpec {
+pub enum ManifestSpec<'a> {
     /// Bytes known up front (every layer's digest was known): checked
     /// against nothing but what the registry says.
     Bytes {
@@ -97,17 +100,17 @@ pub enum ManifestSpec {
     Standard(ManifestFormat),
     /// The caller's builder: `(media type, bytes)` from the config's digest
     /// and the layers' results.
-    Build(Box<ManifestBuilder>),
+    Build(Box<ManifestBuilder<'a>>),
 }
 
 /// What to push.
-pub struct PushPlan {
+pub struct PushPlan<'a> {
     /// Layers, in image order.
-    pub layers: Vec<BlobSource>,
+    pub layers: Vec<BlobSource<'a>>,
     /// The image configuration.
-    pub config: ConfigSpec,
+    pub config: ConfigSpec<'a>,
     /// The manifest.
-    pub manifest: ManifestSpec,
+    pub manifest: ManifestSpec<'a>,
 }
 
 /// How a blob came to be in the registry.
@@ -181,7 +184,7 @@ pub struct PushReport {
 /// each blob and manifest as it lands.
 pub fn push(
     client: &Client,
-    plan: &PushPlan,
+    plan: &PushPlan<'_>,
     tags: &[String],
     report: &(dyn Fn(&Event) + Sync),
 ) -> Result<PushReport> {
@@ -191,7 +194,7 @@ pub fn push(
 /// [`push`], trying to mount each known layer from `mount_from` first.
 pub fn push_with_mounts(
     client: &Client,
-    plan: &PushPlan,
+    plan: &PushPlan<'_>,
     tags: &[String],
     mount_from: &[String],
     report: &(dyn Fn(&Event) + Sync),
@@ -203,7 +206,7 @@ pub fn push_with_mounts(
 /// from an earlier push of the same plan (used as if known in advance).
 fn push_inner(
     client: &Client,
-    plan: &PushPlan,
+    plan: &PushPlan<'_>,
     tags: &[String],
     mount_from: &[String],
     learned: Option<&[BlobDigest]>,
@@ -338,7 +341,7 @@ fn push_config(
 /// failure stops the others from starting new layers.
 fn push_layers(
     client: &Client,
-    plan: &PushPlan,
+    plan: &PushPlan<'_>,
     mount_from: &[String],
     learned: Option<&[BlobDigest]>,
     report: &(dyn Fn(&Event) + Sync),
@@ -394,7 +397,7 @@ fn push_layers(
 
 fn push_layer(
     client: &Client,
-    layer: &BlobSource,
+    layer: &BlobSource<'_>,
     known: Option<&BlobDigest>,
     mount_from: &[String],
 ) -> Result<LayerResult> {
@@ -443,7 +446,7 @@ fn push_layer(
 /// repository's first reference and report, in order.
 pub fn push_all(
     refs: &[Reference],
-    plan: &PushPlan,
+    plan: &PushPlan<'_>,
     options: &Options,
     mount_from: &[String],
     report: &(dyn Fn(&Reference, &Event) + Sync),
