@@ -213,7 +213,11 @@ fn plain_push_skopeo_and_second_push_uploads_nothing() {
         report.bytes_uploaded,
         (a.gz.len() + b.gz.len()) as u64 + report.config.size
     );
-    assert_eq!(events.load(Ordering::SeqCst), 3 + 2, "3 blobs, 2 tags");
+    assert_eq!(
+        events.load(Ordering::SeqCst),
+        2 + 3 + 2,
+        "2 uploads start, 3 blobs, 2 tags"
+    );
     assert_eq!(reg.uploads(), 3, "{}", reg.access_log());
     assert!(reg.requests("\"PATCH /v2/sli/app/blobs/uploads/") == 3);
     check_with_skopeo(

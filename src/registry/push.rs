@@ -138,6 +138,14 @@ pub struct LayerResult {
 /// Progress, for a reporter.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// A layer's upload starts (the registry lacks it and could not mount
+    /// it): its bytes are read from now on.
+    Uploading {
+        /// Index in the plan.
+        layer: usize,
+        /// Its digest, when known in advance.
+        digest: Option<String>,
+    },
     /// A blob is in the registry. `layer` is its index in the plan, `None`
     /// for the config.
     Blob {
@@ -365,7 +373,7 @@ fn push_layers(
                 let known = learned
                     .and_then(|l| l.get(i))
                     .or(plan.layers[i].known.as_ref());
-                match push_layer(client, &plan.layers[i], known, mount_from) {
+                match push_layer(client, i, &plan.layers[i], known, mount_from, report) {
                     Ok(r) => {
                         report(&Event::Blob {
                             layer: Some(i),
@@ -397,9 +405,11 @@ fn push_layers(
 
 fn push_layer(
     client: &Client,
+    index: usize,
     layer: &BlobSource<'_>,
     known: Option<&BlobDigest>,
     mount_from: &[String],
+    report: &(dyn Fn(&Event) + Sync),
 ) -> Result<LayerResult> {
     let done = |digest: BlobDigest, outcome| LayerResult {
         digest,
@@ -424,6 +434,10 @@ fn push_layer(
         }
     }
     let known_digest = known.map(|k| k.digest.as_str());
+    report(&Event::Uploading {
+        layer: index,
+        digest: known_digest.map(str::to_owned),
+    });
     let d = client.upload_at(known_digest, &*layer.produce, opened)?;
     if let Some(k) = known {
         if k.size != d.size {
