@@ -11,7 +11,7 @@
 //! bounded number of times.
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -104,15 +104,17 @@ impl Client {
     /// whatever the blob's size. Does not check whether the registry
     /// already has it ([`Client::blob_exists`]).
     pub fn upload(&self, known_digest: Option<&str>, produce: &Producer<'_>) -> Result<BlobDigest> {
-        self.upload_at(known_digest, produce, None)
+        self.upload_at(known_digest, produce, None, None)
     }
 
-    /// [`Client::upload`], the first attempt at an upload already opened.
+    /// [`Client::upload`], the first attempt at an upload already opened;
+    /// no retry starts once `cancel` is set (another blob of the push failed).
     pub(crate) fn upload_at(
         &self,
         known: Option<&str>,
         produce: &Producer<'_>,
         mut opened: Option<String>,
+        cancel: Option<&AtomicBool>,
     ) -> Result<BlobDigest> {
         self.t.ensure_pinged()?;
         let policy = self.t.retry;
@@ -125,6 +127,9 @@ impl Client {
                 Err(Attempt::Retry(e, delay)) => {
                     if tries >= policy.attempts.max(1) || start.elapsed() >= policy.max_total {
                         return Err(anyhow::anyhow!("{e} (after {tries} tries)"));
+                    }
+                    if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                        return Err(e);
                     }
                     tries += 1;
                     std::thread::sleep(policy.delay(tries, delay));

@@ -341,7 +341,12 @@ fn push_config(
             }
         }
     }
-    client.upload_at(Some(&config.digest), &|w| Ok(w.write_all(bytes)?), opened)?;
+    client.upload_at(
+        Some(&config.digest),
+        &|w| Ok(w.write_all(bytes)?),
+        opened,
+        None,
+    )?;
     Ok(Outcome::Uploaded)
 }
 
@@ -373,7 +378,8 @@ fn push_layers(
                 let known = learned
                     .and_then(|l| l.get(i))
                     .or(plan.layers[i].known.as_ref());
-                match push_layer(client, i, &plan.layers[i], known, mount_from, report) {
+                let layer = &plan.layers[i];
+                match push_layer(client, i, layer, known, mount_from, &failed, report) {
                     Ok(r) => {
                         report(&Event::Blob {
                             layer: Some(i),
@@ -409,6 +415,7 @@ fn push_layer(
     layer: &BlobSource<'_>,
     known: Option<&BlobDigest>,
     mount_from: &[String],
+    cancel: &AtomicBool,
     report: &(dyn Fn(&Event) + Sync),
 ) -> Result<LayerResult> {
     let done = |digest: BlobDigest, outcome| LayerResult {
@@ -438,7 +445,7 @@ fn push_layer(
         layer: index,
         digest: known_digest.map(str::to_owned),
     });
-    let d = client.upload_at(known_digest, &*layer.produce, opened)?;
+    let d = client.upload_at(known_digest, &*layer.produce, opened, Some(cancel))?;
     if let Some(k) = known {
         if k.size != d.size {
             return Err(client.t.fail(
