@@ -51,5 +51,6 @@ pub mod output;
 pub mod progress;
 pub mod pyjson;
 pub mod reference;
+pub mod registry;
 pub mod sbom;
 pub mod tar;

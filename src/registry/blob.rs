@@ -1,0 +1,360 @@
+//! Blobs (distribution spec, "Pushing blobs"): `HEAD` to learn whether the
+//! registry has one, a cross-repository mount, and uploads.
+//!
+//! An upload is `POST /v2/NAME/blobs/uploads/`, one streamed `PATCH` of
+//! the whole blob (chunked transfer encoding; the bytes hashed on the way),
+//! then `PUT LOCATION?digest=…`. A registry that refuses the streamed
+//! `PATCH` (400, 405, 411, 413, 415, 501) gets the monolithic form from
+//! then on: the blob hashed first when its digest is unknown, then one
+//! `PUT LOCATION?digest=…` with its `Content-Length`. A failed attempt
+//! starts again from the `POST` (that is why the producer is `Fn`), a
+//! bounded number of times.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::pipe::{self, Produced};
+use super::transport::retry::{retry_after, transient_error, transient_status};
+use super::transport::{is_auth_failure, Req, Resp};
+use super::Client;
+
+/// A blob's producer: writes the blob's bytes (exactly the same bytes each
+/// time it is called). Called once per upload attempt.
+pub type Producer<'a> = dyn Fn(&mut dyn Write) -> anyhow::Result<()> + Sync + 'a;
+
+/// A blob's digest (`sha256:<hex>`) and size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobDigest {
+    /// `sha256:<64 hex digits>`.
+    pub digest: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// What a mount request did.
+pub(crate) enum Mount {
+    /// 201: the blob is now in our repository.
+    Mounted,
+    /// 202: the registry opened an upload instead, at this location.
+    Opened(String),
+}
+
+/// Why one upload attempt failed.
+enum Attempt {
+    /// Worth another try from the start, after the server's delay if any.
+    Retry(anyhow::Error, Option<Duration>),
+    /// Not worth it.
+    Fatal(anyhow::Error),
+}
+
+impl Client {
+    /// `HEAD /v2/NAME/blobs/DIGEST`: whether the registry has the blob in
+    /// this repository. A redirect (to storage) counts as present.
+    pub fn blob_exists(&self, digest: &str) -> Result<bool> {
+        let what = format!("checking blob {digest}");
+        let url = format!("/v2/{}/blobs/{digest}", self.t.repository);
+        let resp = self.t.call(&what, &Req::new("HEAD", url))?;
+        match resp.status {
+            200..=299 | 307 | 308 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.t.unexpected(&what, &resp)),
+        }
+    }
+
+    /// Mounts blob `digest` from repository `from_repo` of the same
+    /// registry (`POST …/blobs/uploads/?mount=DIGEST&from=FROM`). `true`:
+    /// mounted. `false`: the registry could not (it opened an upload
+    /// instead, which is cancelled); upload the blob then.
+    pub fn mount(&self, digest: &str, from_repo: &str) -> Result<bool> {
+        match self.mount_or_open(digest, from_repo)? {
+            Mount::Mounted => Ok(true),
+            Mount::Opened(location) => {
+                // Best effort: an abandoned upload expires on its own.
+                let _ = self.t.send_once(&Req::new("DELETE", location), None);
+                Ok(false)
+            }
+        }
+    }
+
+    pub(crate) fn mount_or_open(&self, digest: &str, from_repo: &str) -> Result<Mount> {
+        self.t.add_pull_scope(from_repo);
+        let what = format!("mounting blob {digest} from {from_repo}");
+        let url = format!(
+            "/v2/{}/blobs/uploads/?mount={digest}&from={}",
+            self.t.repository,
+            super::transport::bearer::query_escape(from_repo)
+        );
+        let mut req = Req::new("POST", url);
+        req.body = Some(&[]);
+        let resp = self.t.call(&what, &req)?;
+        match resp.status {
+            201 => Ok(Mount::Mounted),
+            202 => Ok(Mount::Opened(self.location(&what, &resp)?)),
+            _ => Err(self.t.unexpected(&what, &resp)),
+        }
+    }
+
+    /// Uploads a blob whose bytes `produce` writes, and returns its digest
+    /// and size. `known_digest`, when given, is what the bytes must hash
+    /// to (a mismatch is an error, and nothing is committed); when `None`,
+    /// the digest is computed while the bytes stream. Memory stays bounded
+    /// whatever the blob's size. Does not check whether the registry
+    /// already has it ([`Client::blob_exists`]).
+    pub fn upload(&self, known_digest: Option<&str>, produce: &Producer<'_>) -> Result<BlobDigest> {
+        self.upload_at(known_digest, produce, None, None)
+    }
+
+    /// [`Client::upload`], the first attempt at an upload already opened;
+    /// no retry starts once `cancel` is set (another blob of the push failed).
+    pub(crate) fn upload_at(
+        &self,
+        known: Option<&str>,
+        produce: &Producer<'_>,
+        mut opened: Option<String>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<BlobDigest> {
+        self.t.ensure_pinged()?;
+        let policy = self.t.retry;
+        let start = Instant::now();
+        let mut tries = 1;
+        loop {
+            match self.upload_once(known, produce, opened.take()) {
+                Ok(d) => return Ok(d),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(e, delay)) => {
+                    if tries >= policy.attempts.max(1) || start.elapsed() >= policy.max_total {
+                        return Err(anyhow::anyhow!("{e} (after {tries} tries)"));
+                    }
+                    if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                        return Err(e);
+                    }
+                    tries += 1;
+                    std::thread::sleep(policy.delay(tries, delay));
+                }
+            }
+        }
+    }
+
+    fn upload_once(
+        &self,
+        known: Option<&str>,
+        produce: &Producer<'_>,
+        opened: Option<String>,
+    ) -> Result<BlobDigest, Attempt> {
+        let label = known.unwrap_or("(digest not known yet)");
+        let what = format!("uploading blob {label}");
+        let location = match opened {
+            Some(l) => l,
+            None => self.start_upload(&what).map_err(Attempt::Fatal)?,
+        };
+        if self.t.monolithic.load(Ordering::Relaxed) {
+            return self.put_whole(&what, known, produce, location);
+        }
+        let mut req = Req::new("PATCH", location.clone());
+        req.headers
+            .push(("content-type", "application/octet-stream".into()));
+        let (sent, produced) = pipe::stream(produce, |body| self.t.send_once(&req, Some(body)));
+        let blob = match produced {
+            Produced::Done(d) => Some(d),
+            Produced::Failed(e) => {
+                return Err(Attempt::Fatal(
+                    self.t.fail(&what, format!("producing the blob: {e:#}")),
+                ))
+            }
+            Produced::Abandoned => None,
+        };
+        let resp = match sent {
+            Ok((resp, gen)) => {
+                if resp.status == 401 {
+                    let _ = self.t.reauth_after(&resp, gen);
+                    return Err(Attempt::Retry(self.t.unexpected(&what, &resp), None));
+                }
+                resp
+            }
+            Err(e) => return Err(self.classify_error(&what, e)),
+        };
+        match resp.status {
+            202 | 204 => {}
+            400 | 405 | 411 | 413 | 415 | 501 => {
+                // The registry does not take a streamed PATCH: switch to
+                // one PUT per blob and start again.
+                self.t.monolithic.store(true, Ordering::Relaxed);
+                return Err(Attempt::Retry(
+                    self.t.unexpected(&what, &resp),
+                    Some(Duration::ZERO),
+                ));
+            }
+            s if transient_status(s) => {
+                return Err(Attempt::Retry(
+                    self.t.unexpected(&what, &resp),
+                    retry_after(&resp.headers),
+                ))
+            }
+            _ => return Err(Attempt::Fatal(self.t.unexpected(&what, &resp))),
+        }
+        let Some(blob) = blob else {
+            return Err(Attempt::Fatal(self.t.fail(
+                &what,
+                format!(
+                    "the registry answered {} before reading the whole blob",
+                    resp.status
+                ),
+            )));
+        };
+        if let Some(k) = known {
+            if k != blob.digest {
+                return Err(Attempt::Fatal(self.t.fail(
+                    &what,
+                    format!("the bytes hash to {}, not to the expected {k}", blob.digest),
+                )));
+            }
+        }
+        let what = format!("uploading blob {}", blob.digest);
+        let next = self.location(&what, &resp).unwrap_or(location);
+        let mut put = Req::new("PUT", with_digest(&next, &blob.digest));
+        put.body = Some(&[]);
+        match self.t.send_once(&put, None) {
+            Ok((resp, gen)) => self.finished(&what, &blob, resp, gen).map(|()| blob),
+            Err(e) => Err(self.classify_error(&what, e)),
+        }
+    }
+
+    /// The monolithic form: one PUT with the whole blob and its length.
+    fn put_whole(
+        &self,
+        what: &str,
+        known: Option<&str>,
+        produce: &Producer<'_>,
+        location: String,
+    ) -> Result<BlobDigest, Attempt> {
+        // The length (and digest) first: one extra pass over the bytes,
+        // instead of holding them.
+        let first = pipe::hash_only(produce)
+            .map_err(|e| Attempt::Fatal(self.t.fail(what, format!("producing the blob: {e:#}"))))?;
+        if let Some(k) = known {
+            if k != first.digest {
+                return Err(Attempt::Fatal(self.t.fail(
+                    what,
+                    format!(
+                        "the bytes hash to {}, not to the expected {k}",
+                        first.digest
+                    ),
+                )));
+            }
+        }
+        let what = format!("uploading blob {}", first.digest);
+        let mut req = Req::new("PUT", with_digest(&location, &first.digest));
+        req.headers
+            .push(("content-type", "application/octet-stream".into()));
+        req.headers.push(("content-length", first.size.to_string()));
+        let (sent, produced) = pipe::stream(produce, |body| self.t.send_once(&req, Some(body)));
+        match produced {
+            Produced::Done(d) if d != first => {
+                return Err(Attempt::Fatal(self.t.fail(
+                    &what,
+                    format!(
+                        "the producer wrote different bytes the second time ({})",
+                        d.digest
+                    ),
+                )))
+            }
+            Produced::Failed(e) => {
+                return Err(Attempt::Fatal(
+                    self.t.fail(&what, format!("producing the blob: {e:#}")),
+                ))
+            }
+            _ => {}
+        }
+        match sent {
+            Ok((resp, gen)) => self.finished(&what, &first, resp, gen).map(|()| first),
+            Err(e) => Err(self.classify_error(&what, e)),
+        }
+    }
+
+    /// Checks the answer to the upload's closing PUT.
+    fn finished(&self, what: &str, blob: &BlobDigest, resp: Resp, gen: u64) -> Result<(), Attempt> {
+        match resp.status {
+            201 | 204 | 200 => {
+                if let Some(d) = resp.header("docker-content-digest") {
+                    if d != blob.digest {
+                        return Err(Attempt::Fatal(self.t.fail(
+                            what,
+                            format!(
+                                "the registry says it stored {d}, but we sent {}",
+                                blob.digest
+                            ),
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            401 => {
+                let _ = self.t.reauth_after(&resp, gen);
+                Err(Attempt::Retry(self.t.unexpected(what, &resp), None))
+            }
+            s if transient_status(s) => Err(Attempt::Retry(
+                self.t.unexpected(what, &resp),
+                retry_after(&resp.headers),
+            )),
+            // 400 DIGEST_INVALID / BLOB_UPLOAD_INVALID: the registry got
+            // other bytes than we hashed. A registry that lies, or a path
+            // that corrupts: an error either way.
+            _ => Err(Attempt::Fatal(self.t.unexpected(what, &resp))),
+        }
+    }
+
+    fn classify_error(&self, what: &str, e: ureq::Error) -> Attempt {
+        if is_auth_failure(&e) {
+            Attempt::Fatal(self.t.transport_error(what, e, 1))
+        } else if transient_error(&e) {
+            Attempt::Retry(self.t.transport_error(what, e, 1), None)
+        } else {
+            Attempt::Fatal(self.t.transport_error(what, e, 1))
+        }
+    }
+
+    /// `POST /v2/NAME/blobs/uploads/`: the upload's location.
+    fn start_upload(&self, what: &str) -> Result<String> {
+        let url = format!("/v2/{}/blobs/uploads/", self.t.repository);
+        let mut req = Req::new("POST", url);
+        req.body = Some(&[]);
+        let resp = self.t.call(what, &req)?;
+        match resp.status {
+            202 => self.location(what, &resp),
+            _ => Err(self.t.unexpected(what, &resp)),
+        }
+    }
+
+    fn location(&self, what: &str, resp: &Resp) -> Result<String> {
+        match resp.header("location") {
+            Some(l) if !l.is_empty() => Ok(self.t.url(l)),
+            _ => Err(self
+                .t
+                .fail(what, format!("{} without a Location", resp.status))),
+        }
+    }
+}
+
+/// `LOCATION` with `digest=D` added to its query.
+fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn digest_query() {
+        assert_eq!(
+            super::with_digest("/u/1", "sha256:a"),
+            "/u/1?digest=sha256:a"
+        );
+        assert_eq!(
+            super::with_digest("/u/1?_state=x", "sha256:a"),
+            "/u/1?_state=x&digest=sha256:a"
+        );
+    }
+}

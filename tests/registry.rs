@@ -1,0 +1,1259 @@
+//! The registry client (src/registry, issue 8) against a real registry:
+//! Debian's `docker-registry` (distribution 2.8) started here on 127.0.0.1
+//! with its own config, checked from the outside with `skopeo inspect`,
+//! the registry's access log and, when a daemon answers, `docker pull` +
+//! `docker run`.
+//!
+//! - `plain_push_skopeo_and_second_push_uploads_nothing`: HTTP, two tags,
+//!   digests and media types as skopeo sees them, a second push is HEADs only
+//! - `one_changed_layer_uploads_only_it`, `docker_format_and_mount_from`
+//! - `tls_generated_ca_bad_tls_and_insecure`: certs.d, an untrusted
+//!   certificate (one line), `insecure_registries`
+//! - `basic_auth_htpasswd`, `bearer_tokens_expiry_and_mount`: auth flows,
+//!   wrong credentials (one line, no secret)
+//! - `faults_reset_500_429_still_push`, `always_failing_registry_leaves_no_manifest`
+//! - `error_lines`, `upload_checks_known_digest`, `hostile_server_is_bounded`,
+//!   `lying_registry_is_an_error`, `monolithic_fallback`
+//! - `credential_files_and_helpers` (child processes), `bearer_identity_token`
+//! - `push_all_reads_the_store_once`, `config_and_manifest_built_from_upload_results`,
+//!   `big_blob_streams_in_bounded_memory`
+//! - `docker_pull_and_run` (skipped loudly without a daemon)
+
+mod registry_support;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stream_layered_image::reference::Reference;
+use stream_layered_image::registry::{
+    push, push_with_mounts, BlobDigest, BlobSource, Client, ConfigSpec, Credential, ManifestFormat,
+    ManifestSpec, Options, PushPlan, PushReport, RetryPolicy, Timeouts,
+};
+
+use registry_support::blobs::{self, Layer};
+use registry_support::proxy::{Action, Proxy};
+use registry_support::server::{Registry, Setup};
+use registry_support::token::TokenService;
+
+const USER: &str = "sli-user";
+const PASS: &str = "s3cret-PASS-9z";
+
+/// Fast retries, no credential files of this machine, short time limits.
+fn opts() -> Options {
+    registry_support::certs_d();
+    Options {
+        retry: RetryPolicy {
+            attempts: 4,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(400),
+            max_retry_after: Duration::from_secs(2),
+            max_total: Duration::from_secs(30),
+        },
+        timeouts: Timeouts {
+            connect: Duration::from_secs(5),
+            io: Duration::from_secs(20),
+            request: Duration::from_secs(30),
+        },
+        no_credential_files: true,
+        ..Options::default()
+    }
+}
+
+fn with_creds(user: &str, pass: &str) -> Options {
+    Options {
+        creds: Some(Credential::Basic {
+            username: user.into(),
+            password: pass.into(),
+        }),
+        ..opts()
+    }
+}
+
+fn client(host: &str, repo: &str, o: &Options) -> Client {
+    Client::new(&Reference::parse(&format!("{host}/{repo}")).unwrap(), o).unwrap()
+}
+
+fn layers() -> (Layer, Layer, Layer) {
+    (
+        blobs::layer(&[("etc/hello", b"hello\n", 0o644)]),
+        blobs::layer(&[("data/noise", &blobs::noise(1, 300_000), 0o644)]),
+        blobs::layer(&[("data/other", &blobs::noise(2, 200_000), 0o644)]),
+    )
+}
+
+/// A plan for `layers`: digests known in advance or not, the standard
+/// manifest in `format`.
+fn plan(layers: &[&Layer], known: bool, format: ManifestFormat) -> PushPlan<'static> {
+    PushPlan {
+        layers: layers
+            .iter()
+            .map(|l| {
+                let gz = l.gz.clone();
+                let s = BlobSource::new(format.layer_media_type("gzip"), move |w| {
+                    Ok(w.write_all(&gz)?)
+                });
+                if known {
+                    s.known(BlobDigest {
+                        digest: l.digest.clone(),
+                        size: l.gz.len() as u64,
+                    })
+                } else {
+                    s
+                }
+            })
+            .collect(),
+        config: ConfigSpec::Bytes(blobs::config(layers, &["/bin/sh"])),
+        manifest: ManifestSpec::Standard(format),
+    }
+}
+
+fn tags(t: &[&str]) -> Vec<String> {
+    t.iter().map(|s| s.to_string()).collect()
+}
+
+fn quiet(_: &stream_layered_image::registry::Event) {}
+
+/// `skopeo inspect ARGS docker://REF` (TLS verification off: loopback).
+fn skopeo(args: &[&str], reference: &str, creds: Option<&str>) -> Vec<u8> {
+    let mut c = Command::new("skopeo");
+    c.arg("inspect").arg("--tls-verify=false").args(args);
+    if let Some(cr) = creds {
+        c.arg("--creds").arg(cr);
+    }
+    c.arg(format!("docker://{reference}"));
+    registry_support::run(&mut c)
+}
+
+/// Checks the pushed image from the outside.
+fn check_with_skopeo(
+    reference: &str,
+    report: &PushReport,
+    layers: &[&Layer],
+    format: ManifestFormat,
+    creds: Option<&str>,
+) {
+    let raw = skopeo(&["--raw"], reference, creds);
+    assert_eq!(
+        blobs::sha256(&raw),
+        report.manifest_digest,
+        "manifest digest"
+    );
+    let m: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(m["mediaType"], format.manifest_media_type());
+    assert_eq!(m["config"]["mediaType"], format.config_media_type());
+    assert_eq!(m["config"]["digest"], report.config.digest.as_str());
+    let got: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
+    assert_eq!(got, want, "layer digests");
+    for l in m["layers"].as_array().unwrap() {
+        assert_eq!(l["mediaType"], format.layer_media_type("gzip"));
+    }
+    let config = skopeo(&["--config", "--raw"], reference, creds);
+    assert_eq!(
+        blobs::sha256(&config),
+        report.config.digest,
+        "config digest"
+    );
+    let info: Value = serde_json::from_slice(&skopeo(&[], reference, creds)).unwrap();
+    assert_eq!(info["Digest"], report.manifest_digest.as_str());
+}
+
+/// One line, naming the registry and repository, with no secret in it.
+fn assert_one_line(e: &anyhow::Error, must: &[&str]) -> String {
+    let s = format!("{e:#}");
+    eprintln!("error line: {s}");
+    assert!(!s.contains('\n'), "not one line: {s}");
+    for m in must {
+        assert!(s.contains(m), "{s:?} lacks {m:?}");
+    }
+    for secret in [
+        PASS,
+        "wrong-pass-7",
+        "c2xpLXVzZXI6czNjcmV0LVBBU1MtOXo=",
+        IDENTITY,
+    ] {
+        assert!(!s.contains(secret), "a credential leaked: {s}");
+    }
+    s
+}
+
+#[test]
+fn plain_push_skopeo_and_second_push_uploads_nothing() {
+    let reg = Registry::start(Setup::default());
+    let host = reg.host();
+    let (a, b, _) = layers();
+    let c = client(&host, "sli/app", &opts());
+    let events = AtomicUsize::new(0);
+    let report = push(
+        &c,
+        &plan(&[&a, &b], false, ManifestFormat::Oci),
+        &tags(&["v1", "v2"]),
+        &|_| {
+            events.fetch_add(1, Ordering::SeqCst);
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            report.blobs_uploaded,
+            report.blobs_present,
+            report.blobs_mounted
+        ),
+        (3, 0, 0)
+    );
+    assert_eq!(
+        report.bytes_uploaded,
+        (a.gz.len() + b.gz.len()) as u64 + report.config.size
+    );
+    assert_eq!(
+        events.load(Ordering::SeqCst),
+        2 + 3 + 2,
+        "2 uploads start, 3 blobs, 2 tags"
+    );
+    assert_eq!(reg.uploads(), 3, "{}", reg.access_log());
+    assert!(reg.requests("\"PATCH /v2/sli/app/blobs/uploads/") == 3);
+    check_with_skopeo(
+        &format!("{host}/sli/app:v1"),
+        &report,
+        &[&a, &b],
+        ManifestFormat::Oci,
+        None,
+    );
+    let v2: Value =
+        serde_json::from_slice(&skopeo(&[], &format!("{host}/sli/app:v2"), None)).unwrap();
+    assert_eq!(v2["Digest"], report.manifest_digest.as_str());
+
+    // Again, digests known (a warm cache): HEADs only, not a byte read.
+    let reads = Arc::new(AtomicUsize::new(0));
+    let mut again = plan(&[&a, &b], true, ManifestFormat::Oci);
+    for l in &mut again.layers {
+        let r = reads.clone();
+        l.produce = Box::new(move |_w| {
+            r.fetch_add(1, Ordering::SeqCst);
+            anyhow::bail!("the store must not be read")
+        });
+    }
+    let c2 = client(&host, "sli/app", &opts());
+    let second = push(&c2, &again, &tags(&["v1"]), &quiet).unwrap();
+    assert_eq!((second.blobs_uploaded, second.blobs_present), (0, 3));
+    assert_eq!(second.manifest_digest, report.manifest_digest);
+    assert_eq!(reads.load(Ordering::SeqCst), 0);
+    assert_eq!(reg.uploads(), 3, "a second push uploads nothing");
+    assert_eq!(reg.requests("\"PATCH /v2/"), 3);
+    assert_eq!(
+        c2.head_manifest("v1").unwrap().as_deref(),
+        Some(report.manifest_digest.as_str())
+    );
+    let (media, bytes) = c2.get_manifest(&report.manifest_digest).unwrap().unwrap();
+    assert_eq!(media, ManifestFormat::Oci.manifest_media_type());
+    assert_eq!(blobs::sha256(&bytes), report.manifest_digest);
+    assert_eq!(c2.get_manifest("nope").unwrap(), None);
+}
+
+#[test]
+fn one_changed_layer_uploads_only_it() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, c) = layers();
+    let cl = client(&reg.host(), "one/leaf", &opts());
+    push(
+        &cl,
+        &plan(&[&a, &b], true, ManifestFormat::Oci),
+        &tags(&["1"]),
+        &quiet,
+    )
+    .unwrap();
+    let before = reg.uploads();
+    let r = push(
+        &cl,
+        &plan(&[&a, &c], true, ManifestFormat::Oci),
+        &tags(&["2"]),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(
+        (r.blobs_present, r.blobs_uploaded),
+        (1, 2),
+        "the new layer and the config"
+    );
+    assert_eq!(reg.uploads() - before, 2);
+    check_with_skopeo(
+        &format!("{}/one/leaf:2", reg.host()),
+        &r,
+        &[&a, &c],
+        ManifestFormat::Oci,
+        None,
+    );
+}
+
+#[test]
+fn docker_format_and_mount_from() {
+    let reg = Registry::start(Setup::default());
+    let host = reg.host();
+    let (a, b, _) = layers();
+    let src = client(&host, "src/app", &opts());
+    push(
+        &src,
+        &plan(&[&a, &b], true, ManifestFormat::Docker),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    let dst = client(&host, "dst/app", &opts());
+    let before = reg.uploads();
+    let r = push_with_mounts(
+        &dst,
+        &plan(&[&a, &b], true, ManifestFormat::Docker),
+        &tags(&["t"]),
+        &tags(&["src/app"]),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(r.blobs_mounted, 3, "layers and config: {r:?}");
+    assert_eq!(r.blobs_uploaded, 0);
+    assert_eq!(reg.uploads() - before, 0);
+    check_with_skopeo(
+        &format!("{host}/dst/app:t"),
+        &r,
+        &[&a, &b],
+        ManifestFormat::Docker,
+        None,
+    );
+    // A mount the registry cannot do falls back to an upload.
+    let (_, _, c) = layers();
+    let other = client(&host, "dst/other", &opts());
+    let r = push_with_mounts(
+        &other,
+        &plan(&[&c], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &tags(&["src/app"]),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!((r.blobs_mounted, r.blobs_uploaded), (0, 2));
+    assert!(other.mount(&a.digest, "src/app").unwrap());
+    assert!(!other.mount(&c.digest, "src/app").unwrap());
+}
+
+#[test]
+fn tls_generated_ca_bad_tls_and_insecure() {
+    let reg = Registry::start(Setup {
+        tls: true,
+        ..Setup::default()
+    });
+    let host = reg.host();
+    let (a, _, _) = layers();
+    // Not trusted yet: one line, no fallback to plain HTTP.
+    let untrusted = client(&host, "tls/app", &opts());
+    let e = push(
+        &untrusted,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {host}, repository tls/app"),
+            "TLS",
+            "certificate",
+        ],
+    );
+    // Its CA in certs.d/HOST/ca.crt.
+    let dir = registry_support::certs_d().join(&host);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(reg.ca.as_ref().unwrap(), dir.join("ca.crt")).unwrap();
+    let trusted = client(&host, "tls/app", &opts());
+    let r = push(
+        &trusted,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    check_with_skopeo(
+        &format!("{host}/tls/app:t"),
+        &r,
+        &[&a],
+        ManifestFormat::Oci,
+        None,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // An explicitly insecure registry: no verification.
+    let o = Options {
+        insecure_registries: vec![host.clone()],
+        ..opts()
+    };
+    let insecure = client(&host, "tls/app", &o);
+    let r2 = push(
+        &insecure,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["u"]),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(r2.blobs_present, 2);
+}
+
+#[test]
+fn basic_auth_htpasswd() {
+    let reg = Registry::start(Setup {
+        htpasswd: Some((USER.into(), PASS.into())),
+        ..Setup::default()
+    });
+    let host = reg.host();
+    let (a, b, _) = layers();
+    let c = client(&host, "basic/app", &with_creds(USER, PASS));
+    let r = push(
+        &c,
+        &plan(&[&a, &b], false, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    check_with_skopeo(
+        &format!("{host}/basic/app:t"),
+        &r,
+        &[&a, &b],
+        ManifestFormat::Oci,
+        Some(&format!("{USER}:{PASS}")),
+    );
+
+    let wrong = client(&host, "basic/app", &with_creds(USER, "wrong-pass-7"));
+    let e = push(
+        &wrong,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["x"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {host}, repository basic/app"),
+            "401",
+            "rejected",
+        ],
+    );
+    let anonymous = client(&host, "basic/app", &opts());
+    let e = push(
+        &anonymous,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["x"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {host}, repository basic/app"),
+            "401",
+            "no credentials",
+        ],
+    );
+}
+
+#[test]
+fn bearer_tokens_expiry_and_mount() {
+    let tokens = TokenService::start(Some((USER.into(), PASS.into())), true);
+    let reg = Registry::start(Setup {
+        token: Some(tokens.auth.clone()),
+        ..Setup::default()
+    });
+    let host = reg.host();
+    let (a, b, c) = layers();
+    let cl = client(&host, "bearer/app", &with_creds(USER, PASS));
+    // The first token is already expired: the registry's 401 makes the
+    // client fetch another, and the push goes on.
+    let r = push(
+        &cl,
+        &plan(&[&a, &b], false, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    assert!(
+        tokens.issued.load(Ordering::SeqCst) >= 2,
+        "a second token after the expired one"
+    );
+    assert!(reg.requests("\" 401 ") >= 2, "{}", reg.access_log());
+    check_with_skopeo(
+        &format!("{host}/bearer/app:t"),
+        &r,
+        &[&a, &b],
+        ManifestFormat::Oci,
+        Some(&format!("{USER}:{PASS}")),
+    );
+
+    // A mount needs pull on the source: the token is fetched again with it.
+    let other = client(&host, "bearer/copy", &with_creds(USER, PASS));
+    let r = push_with_mounts(
+        &other,
+        &plan(&[&a, &c], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &tags(&["bearer/app"]),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!((r.blobs_mounted, r.blobs_uploaded), (1, 2), "{r:?}");
+
+    let wrong = client(&host, "bearer/app", &with_creds(USER, "wrong-pass-7"));
+    let e = push(
+        &wrong,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["x"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {host}, repository bearer/app"),
+            "token",
+            "401",
+            "rejected",
+        ],
+    );
+    assert!(tokens.refused.load(Ordering::SeqCst) >= 1);
+}
+
+/// Registry behind the fault proxy: every push below must still succeed.
+#[test]
+fn faults_reset_500_429_still_push() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, _) = layers();
+    let first_patch = AtomicUsize::new(0);
+    let first_put = AtomicUsize::new(0);
+    let first_head = AtomicUsize::new(0);
+    let proxy = Proxy::start(reg.port, move |line| {
+        if line.starts_with("PATCH ") && first_patch.fetch_add(1, Ordering::SeqCst) == 0 {
+            Action::CutAfter(64 * 1024)
+        } else if line.starts_with("PUT ")
+            && line.contains("/blobs/uploads/")
+            && first_put.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            Action::Respond(500, vec![])
+        } else if line.starts_with("HEAD ")
+            && line.contains("/blobs/")
+            && first_head.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            Action::Respond(429, vec!["Retry-After: 1".into()])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let c = client(&via, "faults/app", &Options { jobs: 1, ..opts() });
+    let start = Instant::now();
+    let r = push(
+        &c,
+        &plan(&[&b, &a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    assert_eq!(r.blobs_uploaded, 3);
+    assert!(
+        proxy.count("PATCH ") >= 4,
+        "the cut PATCH was redone: {:?}",
+        proxy.seen.lock().unwrap()
+    );
+    check_with_skopeo(
+        &format!("{}/faults/app:t", reg.host()),
+        &r,
+        &[&b, &a],
+        ManifestFormat::Oci,
+        None,
+    );
+}
+
+#[test]
+fn always_failing_registry_leaves_no_manifest() {
+    let reg = Registry::start(Setup::default());
+    let (a, _, _) = layers();
+    let proxy = Proxy::start(reg.port, |line| {
+        if line.starts_with("PATCH ") {
+            Action::Respond(503, vec![])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let c = client(&via, "fail/app", &opts());
+    let start = Instant::now();
+    let e = push(
+        &c,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {via}, repository fail/app"),
+            "uploading blob",
+            "503",
+            "4 tries",
+        ],
+    );
+    assert_eq!(proxy.count("PATCH "), 4);
+    assert_eq!(
+        proxy.count("/manifests/"),
+        0,
+        "no manifest before its blobs"
+    );
+    assert_eq!(reg.requests("/manifests/"), 0);
+    let direct = client(&reg.host(), "fail/app", &opts());
+    assert_eq!(direct.head_manifest("t").unwrap(), None);
+}
+
+#[test]
+fn error_lines() {
+    // Malformed REF.
+    let e = Reference::parse("127.0.0.1:5000/Bad/Name:t").unwrap_err();
+    assert_one_line(&e, &["upper-case"]);
+    // Unknown host.
+    let (a, _, _) = layers();
+    let c = client(
+        "sli-no-such-host.invalid:5000",
+        "x/y",
+        &with_creds(USER, PASS),
+    );
+    let e = push(
+        &c,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &["registry sli-no-such-host.invalid:5000, repository x/y"],
+    );
+    // Nothing listening: bounded retries, one line.
+    let port = registry_support::server::free_port();
+    let c = client(&format!("127.0.0.1:{port}"), "x/y", &opts());
+    let start = Instant::now();
+    let e = push(
+        &c,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(15));
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry 127.0.0.1:{port}, repository x/y"),
+            "tries",
+        ],
+    );
+    // A Debug of the options shows no secret.
+    let d = format!("{:?}", with_creds(USER, PASS));
+    assert!(!d.contains(PASS), "{d}");
+}
+
+#[test]
+fn upload_checks_known_digest() {
+    let reg = Registry::start(Setup::default());
+    let c = client(&reg.host(), "up/load", &opts());
+    let data = blobs::noise(7, 1_000_000);
+    let d = c.upload(None, &|w| Ok(w.write_all(&data)?)).unwrap();
+    assert_eq!(d.digest, blobs::sha256(&data));
+    assert_eq!(d.size, 1_000_000);
+    assert!(c.blob_exists(&d.digest).unwrap());
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let e = c
+        .upload(Some(&wrong), &|w| Ok(w.write_all(b"other bytes")?))
+        .unwrap_err();
+    assert_one_line(&e, &["hash to", "not to the expected"]);
+    assert!(!c.blob_exists(&blobs::sha256(b"other bytes")).unwrap());
+    // A producer that fails: no retry, its error in the line.
+    let calls = AtomicUsize::new(0);
+    let e = c
+        .upload(None, &|w| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            w.write_all(&[0; 100_000])?;
+            anyhow::bail!("reading /nix/store/x: gone")
+        })
+        .unwrap_err();
+    assert_one_line(&e, &["producing the blob: reading /nix/store/x: gone"]);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn docker_pull_and_run() {
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("docker_pull_and_run: SKIPPED (no docker daemon)");
+        return;
+    }
+    let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
+    let reg = Registry::start(Setup::default());
+    let layer = blobs::layer(&[("bin/busybox", &busybox, 0o755)]);
+    let repo = format!("sli-push-test-{}", std::process::id());
+    let c = client(&reg.host(), &repo, &opts());
+    let mut p = plan(&[&layer], false, ManifestFormat::Oci);
+    p.config = ConfigSpec::Bytes(blobs::config(
+        &[&layer],
+        &["/bin/busybox", "echo", "hello-from-push"],
+    ));
+    push(&c, &p, &tags(&["t"]), &quiet).unwrap();
+    let image = format!("{}/{repo}:t", reg.host());
+    registry_support::run(Command::new("docker").args(["pull", "-q", &image]));
+    let out = Command::new("docker")
+        .args(["run", "--rm", &image])
+        .output()
+        .unwrap();
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "hello-from-push"
+    );
+}
+
+/// A registry that refuses a streamed PATCH gets one PUT per blob.
+#[test]
+fn monolithic_fallback() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, _) = layers();
+    let proxy = Proxy::start(reg.port, |line| {
+        if line.starts_with("PATCH ") {
+            Action::Respond(415, vec![])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let c = client(&via, "mono/app", &Options { jobs: 1, ..opts() });
+    let r = push(
+        &c,
+        &plan(&[&a, &b], false, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(r.blobs_uploaded, 3);
+    assert_eq!(proxy.count("PATCH "), 1, "{:?}", proxy.seen.lock().unwrap());
+    assert_eq!(reg.uploads(), 3);
+    check_with_skopeo(
+        &format!("{}/mono/app:t", reg.host()),
+        &r,
+        &[&a, &b],
+        ManifestFormat::Oci,
+        None,
+    );
+}
+
+/// 2xx with another digest than ours, or a digest error: never retried,
+/// never followed by a manifest.
+#[test]
+fn lying_registry_is_an_error() {
+    let reg = Registry::start(Setup::default());
+    let (a, _, _) = layers();
+    let zeros = format!("sha256:{}", "0".repeat(64));
+    let z = zeros.clone();
+    let manifest_liar = Proxy::start(reg.port, move |line| {
+        if line.starts_with("PUT ") && line.contains("/manifests/") {
+            Action::Respond(201, vec![format!("Docker-Content-Digest: {z}")])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", manifest_liar.port);
+    let e = push(
+        &client(&via, "lie/m", &opts()),
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(
+        &e,
+        &["putting manifest", &zeros, "not the manifest we sent"],
+    );
+
+    let z = zeros.clone();
+    let blob_liar = Proxy::start(reg.port, move |line| {
+        if line.starts_with("PUT ") && line.contains("/blobs/uploads/") {
+            Action::Respond(201, vec![format!("Docker-Content-Digest: {z}")])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", blob_liar.port);
+    let e = push(
+        &client(&via, "lie/b", &opts()),
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(&e, &["uploading blob", "says it stored", &zeros]);
+    assert_eq!(blob_liar.count("/manifests/"), 0);
+
+    let mismatch = Proxy::start(reg.port, |line| {
+        if line.starts_with("PUT ") && line.contains("/blobs/uploads/") {
+            Action::Respond(400, vec![])
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", mismatch.port);
+    let e = push(
+        &client(&via, "lie/d", &opts()),
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap_err();
+    assert_one_line(&e, &["uploading blob", "400"]);
+    assert_eq!(mismatch.count("PUT "), 1, "not retried");
+}
+
+/// Credentials from docker's config.json, a credential helper, podman's
+/// auth file and `SLI_REGISTRY_CREDS`, each in a child process of this test
+/// binary (the environment is per process).
+#[test]
+fn credential_files_and_helpers() {
+    if let Some(reference) = std::env::var_os("SLI_TEST_CREDS_REF") {
+        // The child: push with no explicit credentials.
+        let reference = Reference::parse(reference.to_str().unwrap()).unwrap();
+        let o = Options {
+            no_credential_files: false,
+            ..opts()
+        };
+        let (a, _, _) = layers();
+        let r = Client::new(&reference, &o).and_then(|c| {
+            push(
+                &c,
+                &plan(&[&a], true, ManifestFormat::Oci),
+                &tags(&["t"]),
+                &quiet,
+            )
+        });
+        match std::env::var("SLI_TEST_CREDS_EXPECT").as_deref() {
+            Ok("ok") => {
+                r.unwrap();
+            }
+            _ => {
+                assert_one_line(&r.unwrap_err(), &["registry 127.0.0.1"]);
+            }
+        }
+        return;
+    }
+    let reg = Registry::start(Setup {
+        htpasswd: Some((USER.into(), PASS.into())),
+        ..Setup::default()
+    });
+    let host = reg.host();
+    let dir = registry_support::TempDir::new("creds");
+    let d = dir.path();
+    let b64 = stream_layered_image::registry::transport::basic::encode;
+    let docker = d.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-slitest");
+    std::fs::write(
+        &helper,
+        format!("#!/bin/sh\nread server\n[ \"$server\" = \"{host}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\necho '{{\"ServerURL\":\"'$server'\",\"Username\":\"{USER}\",\"Secret\":\"{PASS}\"}}'\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let child = |name: &str, env: &[(&str, String)], expect: &str| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args(["--exact", "credential_files_and_helpers", "--nocapture"])
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("SLI_REGISTRY_CREDS")
+            .env("HOME", d)
+            .env("DOCKER_CONFIG", &docker)
+            .env("PATH", &path)
+            .env("SLI_TEST_CREDS_REF", format!("{host}/creds/{name}"))
+            .env("SLI_TEST_CREDS_EXPECT", expect);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for l in text.lines().filter(|l| l.contains("error line")) {
+            eprintln!("{name}: {l}");
+        }
+        assert!(out.status.success(), "{name}: {text}");
+        assert!(
+            text.contains("1 passed"),
+            "{name}: the child ran no test: {text}"
+        );
+        assert!(!text.contains(PASS), "{name}: a credential leaked: {text}");
+    };
+    let write_docker = |json: String| std::fs::write(docker.join("config.json"), json).unwrap();
+
+    // Nothing anywhere: refused.
+    child("none", &[], "fail");
+    // docker's auths, keyed with a scheme as `docker login` may write it.
+    write_docker(format!(
+        r#"{{"auths":{{"http://{host}":{{"auth":"{}"}}}}}}"#,
+        b64(format!("{USER}:{PASS}").as_bytes())
+    ));
+    child("auths", &[], "ok");
+    // A credential helper for this registry.
+    write_docker(format!(r#"{{"credHelpers":{{"{host}":"slitest"}}}}"#));
+    child("helper", &[], "ok");
+    // credsStore, with the helper.
+    write_docker(r#"{"credsStore":"slitest"}"#.to_owned());
+    child("store", &[], "ok");
+    // podman's auth file comes first: wrong credentials there win.
+    let podman = d.join("auth.json");
+    std::fs::write(
+        &podman,
+        format!(
+            r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#,
+            b64(format!("{USER}:wrong-pass-7").as_bytes())
+        ),
+    )
+    .unwrap();
+    child(
+        "podman-first",
+        &[("REGISTRY_AUTH_FILE", podman.display().to_string())],
+        "fail",
+    );
+    // $SLI_REGISTRY_CREDS before any file.
+    child(
+        "env",
+        &[
+            ("REGISTRY_AUTH_FILE", podman.display().to_string()),
+            ("SLI_REGISTRY_CREDS", format!("{USER}:{PASS}")),
+        ],
+        "ok",
+    );
+    // A config file that is not JSON: one line naming it.
+    write_docker("{not json".to_owned());
+    child("bad-file", &[], "fail");
+}
+
+/// An identity token (OAuth2 refresh token, as `docker login` stores for
+/// some registries) is exchanged at the realm with a POST.
+#[test]
+fn bearer_identity_token() {
+    let tokens = TokenService::start_with(None, Some(IDENTITY.into()), false);
+    let reg = Registry::start(Setup {
+        token: Some(tokens.auth.clone()),
+        ..Setup::default()
+    });
+    let (a, _, _) = layers();
+    let o = |t: &str| Options {
+        creds: Some(Credential::IdentityToken(t.into())),
+        ..opts()
+    };
+    let c = client(&reg.host(), "idt/app", &o(IDENTITY));
+    push(
+        &c,
+        &plan(&[&a], false, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    let wrong = client(&reg.host(), "idt/app", &o("idt-wrong-999999"));
+    let e = push(
+        &wrong,
+        &plan(&[&a], true, ManifestFormat::Oci),
+        &tags(&["u"]),
+        &quiet,
+    )
+    .unwrap_err();
+    let s = assert_one_line(&e, &["getting a token", "401", "rejected"]);
+    assert!(!s.contains("idt-wrong-999999"), "{s}");
+}
+
+const IDENTITY: &str = "idt-secret-1234567";
+
+/// A blob far larger than the memory the upload may use: streamed, never
+/// held (peak RSS of a child process running only this test).
+#[test]
+fn big_blob_streams_in_bounded_memory() {
+    const MIB: usize = 1 << 20;
+    const BLOB_MIB: usize = 192;
+    if let Some(host) = std::env::var_os("SLI_TEST_BIG_HOST") {
+        let c = client(host.to_str().unwrap(), "big/blob", &opts());
+        let block = blobs::noise(3, MIB);
+        let d = c
+            .upload(None, &|w| {
+                for i in 0..BLOB_MIB {
+                    w.write_all(&(i as u64).to_le_bytes())?;
+                    w.write_all(&block[8..])?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(d.size, (BLOB_MIB * MIB) as u64);
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hwm_kib: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        eprintln!(
+            "big blob: {BLOB_MIB} MiB uploaded, peak RSS {} MiB",
+            hwm_kib / 1024
+        );
+        assert!(hwm_kib < 64 * 1024, "peak RSS {hwm_kib} KiB");
+        return;
+    }
+    let reg = Registry::start(Setup::default());
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "big_blob_streams_in_bounded_memory",
+            "--nocapture",
+        ])
+        .env("SLI_TEST_BIG_HOST", reg.host())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("big blob"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+    assert_eq!(reg.uploads(), 1);
+}
+
+/// A registry that answers a manifest with an endless body, and never
+/// answers a HEAD: capped reads and time-outs, one line each, no hang.
+#[test]
+fn hostile_server_is_bounded() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(64) {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                if line.starts_with("GET /v2/ ") {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                    );
+                } else if line.starts_with("GET ") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nTransfer-Encoding: chunked\r\n\r\n");
+                    let chunk = [b'x'; 65536];
+                    // Endless, until the client goes away (bounded anyway).
+                    for _ in 0..16 * 1024 {
+                        if s.write_all(b"10000\r\n")
+                            .and_then(|_| s.write_all(&chunk))
+                            .and_then(|_| s.write_all(b"\r\n"))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                } else {
+                    // Never answer.
+                    std::thread::sleep(Duration::from_secs(30));
+                }
+            });
+        }
+    });
+    let o = Options {
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            io: Duration::from_secs(1),
+            request: Duration::from_secs(3),
+        },
+        retry: RetryPolicy {
+            attempts: 2,
+            ..opts().retry
+        },
+        ..opts()
+    };
+    let host = format!("127.0.0.1:{port}");
+    let c = client(&host, "hostile/x", &o);
+    let start = Instant::now();
+    let e = c.get_manifest("big").unwrap_err();
+    assert_one_line(
+        &e,
+        &[
+            &format!("registry {host}, repository hostile/x"),
+            "larger than 4 MiB",
+        ],
+    );
+    let e = c
+        .blob_exists(&format!("sha256:{}", "a".repeat(64)))
+        .unwrap_err();
+    assert_one_line(&e, &["checking blob", "2 tries"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// `--push` given several times: one push per repository with all its
+/// tags; the store is read once, later repositories mount.
+#[test]
+fn push_all_reads_the_store_once() {
+    let reg = Registry::start(Setup::default());
+    let host = reg.host();
+    let (a, b, _) = layers();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let mut p = plan(&[&a, &b], false, ManifestFormat::Oci);
+    for (l, src) in p.layers.iter_mut().zip([&a, &b]) {
+        let (r, gz) = (reads.clone(), src.gz.clone());
+        l.produce = Box::new(move |w| {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(w.write_all(&gz)?)
+        });
+    }
+    let refs: Vec<Reference> = [
+        format!("{host}/all/one:1"),
+        format!("{host}/all/two"),
+        format!("{host}/all/one:2"),
+    ]
+    .iter()
+    .map(|r| Reference::parse(r).unwrap())
+    .collect();
+    let events = AtomicUsize::new(0);
+    let out = stream_layered_image::registry::push_all(&refs, &p, &opts(), &[], &|_, _| {
+        events.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    assert_eq!(reads.load(Ordering::SeqCst), 2, "each layer read once");
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].0.repository, "all/one");
+    assert_eq!(out[0].1.blobs_uploaded, 3);
+    assert_eq!((out[1].1.blobs_mounted, out[1].1.blobs_uploaded), (3, 0));
+    assert_eq!(out[0].1.manifest_digest, out[1].1.manifest_digest);
+    assert_eq!(reg.uploads(), 3);
+    for r in ["all/one:1", "all/one:2", "all/two:latest"] {
+        let info: Value =
+            serde_json::from_slice(&skopeo(&[], &format!("{host}/{r}"), None)).unwrap();
+        assert_eq!(info["Digest"], out[0].1.manifest_digest.as_str(), "{r}");
+    }
+    // A digest reference must be the image's.
+    let bad = Reference::parse(&format!("{host}/all/three@sha256:{}", "1".repeat(64))).unwrap();
+    let e =
+        stream_layered_image::registry::push_all(&[bad], &p, &opts(), &[], &|_, _| {}).unwrap_err();
+    assert_one_line(&e, &["repository all/three", "not sha256:1111"]);
+    assert_eq!(
+        reg.requests("/v2/all/three/manifests/"),
+        0,
+        "checked before any manifest"
+    );
+}
+
+/// Config and manifest built after the upload, from what the producers
+/// saw (diff_ids) and the final digests; producers borrow local data.
+#[test]
+fn config_and_manifest_built_from_upload_results() {
+    use std::sync::Mutex;
+    use stream_layered_image::registry::manifest;
+    let reg = Registry::start(Setup::default());
+    let (a, b, _) = layers();
+    let store = [a.clone(), b.clone()];
+    let diff_ids: Mutex<Vec<Option<String>>> = Mutex::new(vec![None, None]);
+    let format = ManifestFormat::Docker;
+    let p = PushPlan {
+        layers: store
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let diff_ids = &diff_ids;
+                BlobSource::new(format.layer_media_type("gzip"), move |w| {
+                    w.write_all(&l.gz)?;
+                    diff_ids.lock().unwrap()[i] = Some(l.diff_id.clone());
+                    Ok(())
+                })
+            })
+            .collect(),
+        config: ConfigSpec::Build(Box::new(|results| {
+            assert_eq!(results.len(), 2);
+            let ids = diff_ids.lock().unwrap();
+            let ids: Vec<&str> = ids.iter().map(|d| d.as_deref().unwrap()).collect();
+            Ok(serde_json::to_vec(&serde_json::json!({
+                "architecture": "amd64", "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": ids},
+            }))?)
+        })),
+        manifest: ManifestSpec::Build(Box::new(move |config, results| {
+            let l: Vec<(&str, &BlobDigest)> = results
+                .iter()
+                .map(|r| (r.media_type.as_str(), &r.digest))
+                .collect();
+            Ok((
+                format.manifest_media_type().to_owned(),
+                manifest::build(format, config, &l),
+            ))
+        })),
+    };
+    let r = push(
+        &client(&reg.host(), "built/app", &opts()),
+        &p,
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    let reference = format!("{}/built/app:t", reg.host());
+    check_with_skopeo(&reference, &r, &[&a, &b], format, None);
+    let config: Value =
+        serde_json::from_slice(&skopeo(&["--config", "--raw"], &reference, None)).unwrap();
+    assert_eq!(
+        config["rootfs"]["diff_ids"],
+        serde_json::json!([a.diff_id, b.diff_id])
+    );
+}
