@@ -22,6 +22,8 @@ use stream_layered_image::image::IsoTime;
 use stream_layered_image::model::{self, Destination, Image, Written};
 use stream_layered_image::output::Output;
 use stream_layered_image::progress::{Reporter, Stderr};
+use stream_layered_image::reference::Reference;
+use stream_layered_image::registry::{self, Credential};
 use stream_layered_image::tar::Owner;
 use stream_layered_image::{layer, layering};
 
@@ -30,6 +32,9 @@ fn main() -> ExitCode {
     let started = Instant::now();
     match run(&cli) {
         Ok(w) => {
+            for line in &w.notes {
+                println!("{line}");
+            }
             if !cli.quiet {
                 to_stderr(&summary(&w, started));
             }
@@ -129,6 +134,12 @@ fn run(cli: &Cli) -> Result<Written> {
 /// last, after every input was checked) unless told otherwise.
 fn choose_destination(cli: &Cli) -> Result<Box<dyn Destination>> {
     let codec = cli.codec();
+    if let Some(engine) = cli.load {
+        return Ok(Box::new(destination::daemon::Load { engine }));
+    }
+    if !cli.push.is_empty() {
+        return Ok(Box::new(push_destination(cli, codec)?));
+    }
     if let Some(path) = &cli.digests_only {
         return Ok(Box::new(destination::DigestsOnly {
             path: path.clone(),
@@ -153,6 +164,34 @@ fn choose_destination(cli: &Cli) -> Result<Box<dyn Destination>> {
     }))
 }
 
+/// `--push` and its options.
+fn push_destination(cli: &Cli, codec: Codec) -> Result<destination::registry::Push> {
+    let refs = cli
+        .push
+        .iter()
+        .map(|r| Reference::parse(r).context("--push"))
+        .collect::<Result<Vec<_>>>()?;
+    let creds = cli
+        .creds
+        .as_deref()
+        .map(|c| Credential::parse_user_pass(c).context("--creds"))
+        .transpose()?;
+    let options = registry::Options {
+        insecure_registries: cli.insecure_registry.clone(),
+        creds,
+        jobs: cli.jobs.max(1),
+        ..registry::Options::default()
+    };
+    Ok(destination::registry::Push {
+        refs,
+        options,
+        mount_from: cli.mount_from.clone(),
+        format: cli.manifest_format,
+        codec,
+        digest_file: cli.digest_file.clone(),
+    })
+}
+
 /// What is known before reading: the cache (unless --no-cache).
 fn open_known(cli: &Cli) -> Known {
     if cli.no_cache {
@@ -166,10 +205,13 @@ fn open_known(cli: &Cli) -> Known {
 
 /// The summary line: what was written, how big, which image, how fast.
 fn summary(w: &Written, started: Instant) -> String {
-    let manifest = match &w.manifest_digest {
+    let mut manifest = match &w.manifest_digest {
         Some(d) => format!(", manifest {d}"),
         None => String::new(),
     };
+    if let Some(detail) = &w.detail {
+        manifest.push_str(&format!("; {detail}"));
+    }
     format!(
         "stream-layered-image: {} layer{} ({} new), {:.1} MiB, image {}{manifest}, in {:.2} s\n",
         w.layers.len(),
