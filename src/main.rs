@@ -4,6 +4,7 @@
 //! customisation layer, describe the image (the model, with what the digest
 //! cache already knows), choose the destination, write the image.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
@@ -25,7 +26,7 @@ use stream_layered_image::progress::{Reporter, Stderr};
 use stream_layered_image::reference::Reference;
 use stream_layered_image::registry::{self, Credential};
 use stream_layered_image::tar::Owner;
-use stream_layered_image::{layer, layering};
+use stream_layered_image::{layer, layering, sbom};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -83,7 +84,8 @@ fn run(cli: &Cli) -> Result<Written> {
         .map(BaseImage::open)
         .transpose()?;
     let base_count = base.as_ref().map_or(0, |b| b.layers().len());
-    let store_layers = decide_layers(&conf, base_count, cli.explain_layers)?;
+    let sbom_outputs = sbom::pair_outputs(&cli.sbom, &cli.sbom_out)?;
+    let (store_layers, nar_hashes) = decide_layers(&conf, base_count, cli.explain_layers)?;
     layer::check_paths(&store_layers, &conf.store_dir)?;
     let customisation = Customisation::open(&conf.customisation_layer)?;
     let config = match &base {
@@ -98,7 +100,7 @@ fn run(cli: &Cli) -> Result<Written> {
         &customisation_dir,
         &conf.store_dir,
         &owner,
-        &|_| None,
+        &|p| nar_hashes.get(p).cloned(),
     );
     let known = open_known(cli);
     if let Some(file) = &cli.digests {
@@ -127,7 +129,25 @@ fn run(cli: &Cli) -> Result<Written> {
         reporter.warn(&w);
     }
     reporter.finish();
-    written
+    let written = written?;
+    if !sbom_outputs.is_empty() {
+        let diff_ids: Vec<String> = written.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let layers = sbom::image_layers(&diff_ids, base_count, &store_layers)?;
+        let identity = sbom::ImageIdentity {
+            created_unix: Some(created.unix_seconds()),
+            reproducible: conf.created != "now" && conf.mtime != "now",
+            architecture: Some(conf.architecture.clone()),
+            manifest_digest: written.manifest_digest.clone(),
+            ..sbom::ImageIdentity::for_repo_tag(image.repo_tag, &written.image_id)
+        };
+        let graph = conf.layering.as_ref().map(|l| l.graph.as_path());
+        let (input, mut warnings) = sbom::load_input(&cli.conf, graph, layers, identity)?;
+        warnings.extend(sbom::write_sbom_files(&sbom_outputs, &input)?);
+        for w in warnings {
+            reporter.warn(&format!("SBOM: {w}"));
+        }
+    }
+    Ok(written)
 }
 
 /// The one destination the command line asks for; an archive (opened
@@ -223,8 +243,11 @@ fn summary(w: &Written, started: Instant) -> String {
     )
 }
 
+/// The store layers, and each store path's NAR hash where the graph says.
+type Decided = (Vec<Vec<String>>, HashMap<String, String>);
+
 /// The store layers: the conf's `store_layers`, or decided from the graph.
-fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Vec<Vec<String>>> {
+fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Decided> {
     match (&conf.store_layers, &conf.layering) {
         (Some(layers), _) => {
             if explain {
@@ -234,14 +257,15 @@ fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Vec<Ve
                      decided when the image was built; there is nothing to explain\n",
                 );
             }
-            Ok(layers.clone())
+            Ok((layers.clone(), HashMap::new()))
         }
         (None, Some(spec)) => {
             let spec = layering::Spec {
                 debug: spec.debug || explain,
                 ..spec.clone()
             };
-            Ok(layering::decide(&spec, &conf.store_dir, base_count)?.layers)
+            let d = layering::decide(&spec, &conf.store_dir, base_count)?;
+            Ok((d.layers, d.nar_hashes))
         }
         (None, None) => bail!("conf: needs `store_layers` or `layering`"),
     }
