@@ -14,6 +14,7 @@
 //!
 //! A layer is always compressed by one encoder on one thread, so the
 //! result does not depend on how many layers are compressed at once.
+#![warn(missing_docs)]
 
 use std::io::{self, Write};
 
