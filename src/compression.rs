@@ -27,7 +27,7 @@ pub enum Codec {
     None,
     /// gzip, level 6 (the pinned parameters are in the README).
     Gzip,
-    /// zstd, level 3 (Docker 20.10 cannot load these; podman, skopeo, umoci can).
+    /// zstd, level 3 (podman, skopeo and containerd read these; Docker 20.10 and umoci 0.4 cannot).
     Zstd,
 }
 
