@@ -127,6 +127,103 @@ else
     fail "passthru.sbom build" "$(tail -n 5 "$work/sbom.log")"
 fi
 
+echo "# passthru.digests (in the sandbox) and the copyTo* scripts of tests/nix/images.nix"
+# pt NAME FIELD: a field of an image's entry in the passthru index.
+pt() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]].get(sys.argv[3]); print("" if v is None else v)' "$work/passthru" "$1" "$2"; }
+if nix-build "${nix_opts[@]}" -I nixpkgs="$standin" "$repo/tests/nix/images.nix" \
+        -A passthru-index -o "$work/passthru" >/dev/null 2>"$work/passthru.log"; then
+    ok "nix build of passthru.digests and copyTo* of 8 images, in the sandbox"
+    for name in example from-image many-paths no-store-paths compressed-gz created-now zstd-layers; do
+        codec=gzip
+        [ "$name" = zstd-layers ] && codec=zstd
+        # The image as an OCI archive with the same layer codec: the
+        # digests file must name exactly its non-base layers' diff_ids and blobs.
+        if ! "$(pt "$name" stream)" -q --no-cache --format oci --layer-compression "$codec" \
+                -o "$work/$name.oci.tar" 2>"$work/$name.oci.err"; then
+            fail "passthru.digests of $name: streaming the OCI archive" "$(tail -n 2 "$work/$name.oci.err")"
+            continue
+        fi
+        got=$(python3 - "$(pt "$name" digests)" "$work/$name.oci.tar" "$(pt "$name" conf)" "$codec" <<'PY'
+import json, sys, tarfile
+digests_path, oci, conf_path, codec = sys.argv[1:]
+d = json.load(open(digests_path))
+t = tarfile.open(oci)
+def blob(digest):
+    return json.load(t.extractfile("blobs/sha256/" + digest.split(":")[1]))
+manifest = blob(json.load(t.extractfile("index.json"))["manifests"][0]["digest"])
+config = blob(manifest["config"]["digest"])
+base = 0
+from_image = json.load(open(conf_path))["from_image"]
+if from_image:
+    with tarfile.open(from_image, "r:*") as b:
+        base = len(json.load(b.extractfile("manifest.json"))[0]["Layers"])
+ours = manifest["layers"][base:]
+problems = []
+if d.get("version") != 1:
+    problems.append("version %r" % d.get("version"))
+if len(d["layers"]) != len(ours):
+    problems.append("%d entries for %d non-base layers" % (len(d["layers"]), len(ours)))
+if [l["diff_id"] for l in d["layers"]] != config["rootfs"]["diff_ids"][base:]:
+    problems.append("diff_ids differ from the image's")
+if [(l["blobs"][codec]["digest"], l["blobs"][codec]["size"]) for l in d["layers"]] \
+        != [(l["digest"], l["size"]) for l in ours]:
+    problems.append("%s blobs differ from the OCI archive's" % codec)
+print("; ".join(problems) or "%d %s" % (len(ours), "entry" if len(ours) == 1 else "entries"))
+PY
+        ) || got="not valid JSON or not a digests file"
+        case "$got" in
+            *entries | *entry) ok "passthru.digests of $name: valid JSON, $got, one per non-base layer, the $codec blobs of the image" ;;
+            *) fail "passthru.digests of $name" "$got" ;;
+        esac
+        rm -f "$work/$name.oci.tar"
+    done
+    expect 'mtime = "now": no passthru.digests (the layers change each time)' "" "$(pt times digests)"
+
+    for name in example from-image compressed-gz times zstd-layers; do
+        exe=$(pt "$name" exe)
+        conf=$(pt "$name" conf)
+        digests=$(pt "$name" digests)
+        for kind in copyToRegistry:copy-to-registry copyToDockerDaemon:copy-to-docker-daemon copyToPodman:copy-to-podman; do
+            attr=${kind%%:*}
+            bin=${kind#*:}
+            script="$(pt "$name" "$attr")/bin/$bin"
+            case "$attr" in
+                copyToRegistry) want="--push" ;;
+                copyToDockerDaemon) want="--load docker" ;;
+                copyToPodman) want="--load podman" ;;
+            esac
+            if [ -x "$script" ] && grep -qF "exec $exe $conf $want" "$script"; then
+                ok "$name.$attr: bin/$bin runs $want with the executable and the conf"
+            else
+                fail "$name.$attr" "$script missing, not executable or not running '$exe $conf $want': $(cat "$script" 2>&1 | tail -n 2)"
+            fi
+        done
+        script="$(pt "$name" copyToRegistry)/bin/copy-to-registry"
+        if [ -n "$digests" ]; then
+            grep -qF -- "--digests $digests" "$script" && ok "$name.copyToRegistry names blobs from passthru.digests" \
+                || fail "$name.copyToRegistry --digests" "$(grep -- --push "$script")"
+        else
+            grep -qF -- "--digests" "$script" && fail "$name.copyToRegistry" "--digests without passthru.digests" \
+                || ok "$name.copyToRegistry: no --digests without passthru.digests"
+        fi
+    done
+    expect "meta.mainProgram of the copyTo* scripts (nix run)" \
+        "copy-to-registry copy-to-docker-daemon copy-to-podman" "$(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["example"]["mainPrograms"]))' "$work/passthru")"
+    grep -qF -- "--layer-compression zstd" "$(pt zstd-layers copyToRegistry)/bin/copy-to-registry" \
+        && ok "layerCompression = zstd: copyToRegistry pushes zstd blobs" \
+        || fail "layerCompression = zstd" "copyToRegistry does not pass --layer-compression zstd"
+
+    if nix-build "${nix_opts[@]}" --check -I nixpkgs="$standin" "$repo/tests/nix/images.nix" \
+        -A example.digests -A from-image.digests -A compressed-gz.digests -A zstd-layers.digests \
+        --no-out-link >/dev/null 2>"$work/digests-check.log"; then
+        ok "nix-build --check: passthru.digests is bit-for-bit reproducible"
+    else
+        fail "nix-build --check of passthru.digests" "$(grep -i 'differ\|error' "$work/digests-check.log" | head -n 3)"
+    fi
+else
+    fail "passthru build" "$(tail -n 5 "$work/passthru.log")"
+fi
+
 # q NAME FIELD: a field of an image's index entry.
 q() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]].get(sys.argv[3]); print("" if v is None else v)' "$index" "$1" "$2"; }
 
