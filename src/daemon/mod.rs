@@ -247,7 +247,7 @@ impl Daemon {
                     continue;
                 };
                 for chain in chain_ids(&layers) {
-                    if wanted.map_or(true, |w| w.contains(&chain)) {
+                    if wanted.is_none_or(|w| w.contains(&chain)) {
                         known.insert(chain);
                     }
                 }

@@ -69,6 +69,9 @@ pub struct Decision {
     pub left_out: Vec<String>,
     /// Things the user should know (e.g. a pipeline exceeding maxLayers).
     pub warnings: Vec<String>,
+    /// Each graph path's NAR hash, where the graph gives one: it pins the
+    /// path's bytes in the layer's digest-cache key.
+    pub nar_hashes: std::collections::HashMap<String, String>,
 }
 
 impl Decision {
@@ -161,6 +164,10 @@ pub fn decide(spec: &Spec, store_dir: &str, base_layers: usize) -> Result<Decisi
     }
     let shown = spec.graph.display();
     let entries = crate::nix::load_graph(&spec.graph)?;
+    let nar_hashes = entries
+        .iter()
+        .filter_map(|e| Some((e.path.clone(), e.nar_hash.clone()?)))
+        .collect();
     let graph = Graph::from_entries(entries, store_dir)
         .with_context(|| format!("reference graph {shown}"))?;
     let decision = decide_graph(
@@ -177,7 +184,10 @@ pub fn decide(spec: &Spec, store_dir: &str, base_layers: usize) -> Result<Decisi
             to_stderr(&format!("stream-layered-image: warning: {w}\n"));
         }
     }
-    Ok(decision)
+    Ok(Decision {
+        nar_hashes,
+        ..decision
+    })
 }
 
 /// The pipeline inline, or read from the file a string names (nixpkgs
