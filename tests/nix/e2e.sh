@@ -295,14 +295,14 @@ PY
     for name in example from-image zstd-layers; do
         codec=gzip
         [ "$name" = zstd-layers ] && codec=zstd
-        repo="sli-e2e-pushed/$name"
-        ref="$registry/$repo:latest"
+        pushed="sli-e2e-pushed/$name"
+        ref="$registry/$pushed:latest"
         push="$(pt "$name" copyToRegistry)/bin/copy-to-registry"
         if ! out=$("$push" "$ref" -v 2>"$work/push-$name.err"); then
             fail "copyToRegistry of $name" "$(tail -n 3 "$work/push-$name.err")"
             continue
         fi
-        got=$(manifest_check "$repo" latest "$(pt "$name" digests)" "$codec" "$out" 2>&1 | tail -n 1)
+        got=$(manifest_check "$pushed" latest "$(pt "$name" digests)" "$codec" "$out" 2>&1 | tail -n 1)
         case "$got" in
             "ok sha256:"*) ok "copyToRegistry of $name: $ref@… printed, manifest, $codec layer blobs and config as passthru.digests says" ;;
             *) fail "copyToRegistry of $name" "$got" ;;
