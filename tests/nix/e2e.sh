@@ -21,6 +21,8 @@ standin="$repo/tests/nixpkgs-standin"
 work=$(mktemp -d /tmp/sli-e2e.XXXXXX)
 loaded=()
 cleanup() {
+    # load() runs in $(...), a subshell: it also lists what it loaded in a file.
+    if [ -s "$work/loaded.list" ]; then mapfile -t -O "${#loaded[@]}" loaded <"$work/loaded.list"; fi
     if [ ${#loaded[@]} -gt 0 ]; then docker rmi -f "${loaded[@]}" >/dev/null 2>&1 || true; fi
     docker rm -f sli-e2e-export >/dev/null 2>&1 || true
     if [ -n "${registry_pid:-}" ]; then kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; fi
@@ -388,6 +390,7 @@ load() {
     fi
     ref=$(sed -n 's/^Loaded image: //p' "$work/$name.load" | tail -n 1)
     loaded+=("$ref")
+    echo "$ref" >>"$work/loaded.list"
     echo "$ref"
 }
 layers() { docker image inspect -f '{{len .RootFS.Layers}}' "$1"; }
