@@ -7,6 +7,7 @@
 //! callers can produce several in parallel (each call has its own pipeline
 //! and encoder, so the bytes never depend on the thread count). Base layers
 //! come from one pass over the base image ([`produce_base`]).
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fs::File;

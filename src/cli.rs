@@ -34,8 +34,9 @@ CONF.json fields (as nixpkgs' streamLayeredImage writes them):
 Progress goes to stderr. Exit status: 0 on success, 1 on any error (one line on stderr),
 2 on bad command-line usage.";
 
-/// Streams a Nix store closure as a docker-archive image (a drop-in for
-/// nixpkgs' stream_layered_image.py).
+/// Streams a Nix store closure as a container image: a docker-archive on
+/// stdout by default (a drop-in for nixpkgs' stream_layered_image.py), or an
+/// OCI archive or layout, a registry push, or a load into Docker or podman.
 #[derive(Debug, Parser)]
 // Like argparse (nixpkgs' streamer): unambiguous prefixes of long options
 // are accepted, and a repeated option's last value wins.

@@ -265,6 +265,13 @@ fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Decide
                 ..spec.clone()
             };
             let d = layering::decide(&spec, &conf.store_dir, base_count)?;
+            if spec.debug {
+                to_stderr(&d.explain());
+            } else {
+                for w in &d.warnings {
+                    to_stderr(&format!("stream-layered-image: warning: {w}\n"));
+                }
+            }
             Ok((d.layers, d.nar_hashes))
         }
         (None, None) => bail!("conf: needs `store_layers` or `layering`"),

@@ -8,6 +8,7 @@
 //! digest, size and media type) and writes the config and manifest it
 //! needs; the config bytes are the same for every destination, so the image
 //! ID is too.
+#![warn(missing_docs)]
 
 use anyhow::Result;
 use serde_json::Value;

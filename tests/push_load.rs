@@ -20,44 +20,14 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use registry_support::server::{Registry, Setup};
 use serde_json::Value;
 use support::*;
 
-fn stream(conf: &Path, cache: &Path, args: &[&str]) -> Output {
-    Command::new(exe())
-        .arg(conf)
-        .arg("--cache")
-        .arg(cache)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "streamer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `read N bytes from the store` of a `-v` run.
-fn store_bytes_read(out: &Output) -> u64 {
-    stderr(out)
-        .lines()
-        .find_map(|l| l.strip_prefix("stream-layered-image: read "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no 'read N bytes' line: {}", stderr(out)))
 }
 
 /// The layer count the summary line says was sent or uploaded (`(N new)`).
@@ -68,18 +38,6 @@ fn new_layers(out: &Output) -> usize {
         .unwrap_or_else(|| panic!("no summary: {err}"));
     let start = err[..at].rfind('(').unwrap() + 1;
     err[start..at].parse().unwrap()
-}
-
-fn one_line_error(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(1), "exit 1: {}", stderr(out));
-    let err = stderr(out);
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("stream-layered-image:"))
-        .collect();
-    assert_eq!(lines.len(), 1, "one line: {err}");
-    assert!(err.contains(needle), "names {needle:?}: {err}");
-    assert!(out.stdout.is_empty(), "nothing on stdout");
 }
 
 /// The fixture with its hello store path replaced by a changed copy (a
@@ -103,7 +61,7 @@ fn one_leaf_change(fx: &Fixture) -> PathBuf {
 }
 
 fn image_id(fx: &Fixture, cache: &Path) -> String {
-    let out = ok(stream(&fx.conf, cache, &["-q"]));
+    let out = ok(stream_conf(&fx.conf, cache, &["-q"]));
     format!("sha256:{}", Image::parse(&out.stdout).id())
 }
 
@@ -121,7 +79,7 @@ fn push_skips_what_the_registry_has() {
     let reg = Registry::start(Setup::default());
     let r = format!("{}/sli/app:v1", reg.host());
     let digest_file = fx.root.join("digest");
-    let first = ok(stream(
+    let first = ok(stream_conf(
         &fx.conf,
         &cache,
         &[
@@ -160,7 +118,7 @@ fn push_skips_what_the_registry_has() {
     }
 
     // Unchanged: HEADs only, no store byte read.
-    let again = ok(stream(&fx.conf, &cache, &["--push", &r, "-v"]));
+    let again = ok(stream_conf(&fx.conf, &cache, &["--push", &r, "-v"]));
     assert_eq!(store_bytes_read(&again), 0);
     assert_eq!(reg.uploads(), 4, "a second push uploads nothing");
     assert_eq!(
@@ -170,17 +128,17 @@ fn push_skips_what_the_registry_has() {
 
     // One leaf changed: that layer and the config.
     let changed = one_leaf_change(&fx);
-    ok(stream(&changed, &cache, &["--push", &r]));
+    ok(stream_conf(&changed, &cache, &["--push", &r]));
     assert_eq!(reg.uploads(), 6, "one new store layer and the config");
 
     // A cold runner with the digests file reads no store file.
     let digests = fx.root.join("digests.json");
-    ok(stream(
+    ok(stream_conf(
         &changed,
         &cache,
         &["--digests-only", digests.to_str().unwrap()],
     ));
-    let cold = ok(stream(
+    let cold = ok(stream_conf(
         &changed,
         &cache,
         &[
@@ -208,12 +166,12 @@ fn push_skips_what_the_registry_has() {
 
     // Bad references and unreachable registries: one line each.
     one_line_error(
-        &stream(&fx.conf, &cache, &["--push", "Bad/Name:x"]),
+        &stream_conf(&fx.conf, &cache, &["--push", "Bad/Name:x"]),
         "upper-case",
     );
     let closed = format!("127.0.0.1:{}/x:y", registry_support::server::free_port());
     one_line_error(
-        &stream(&fx.conf, &cache, &["--push", &closed]),
+        &stream_conf(&fx.conf, &cache, &["--push", &closed]),
         &closed[..closed.len() - 4],
     );
     fx.cleanup();
@@ -241,7 +199,7 @@ fn load_sends_only_what_docker_lacks() {
         sibling.clone(),
         changed_tag.clone(),
     ]);
-    let fresh = ok(stream(&fx.conf, &cache, &["--load"]));
+    let fresh = ok(stream_conf(&fx.conf, &cache, &["--load"]));
     assert_eq!(
         String::from_utf8_lossy(&fresh.stdout),
         format!("Loaded image: {tag}\n")
@@ -250,12 +208,16 @@ fn load_sends_only_what_docker_lacks() {
     let got = run(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", &tag]));
     assert_eq!(got.trim(), id, "same image ID as the docker-archive");
 
-    let reload = ok(stream(&fx.conf, &cache, &["--load", "docker", "-v"]));
+    let reload = ok(stream_conf(&fx.conf, &cache, &["--load", "docker", "-v"]));
     assert_eq!(new_layers(&reload), 0, "an unchanged reload sends no layer");
     assert_eq!(store_bytes_read(&reload), 0);
 
     let changed = one_leaf_change(&fx);
-    let one = ok(stream(&changed, &cache, &["--load", "-t", &changed_tag]));
+    let one = ok(stream_conf(
+        &changed,
+        &cache,
+        &["--load", "-t", &changed_tag],
+    ));
     // Docker keys a layer by its chain (all layers below it), so the
     // changed layer and the one above it (customisation) are sent; the
     // busybox layer below is not.
@@ -265,9 +227,9 @@ fn load_sends_only_what_docker_lacks() {
 
     // The image removed while a sibling keeps its layers: nothing to send
     // but the tag comes back with the same ID.
-    ok(stream(&fx.conf, &cache, &["--load", "-t", &sibling]));
+    ok(stream_conf(&fx.conf, &cache, &["--load", "-t", &sibling]));
     run(Command::new("docker").args(["rmi", &tag]));
-    let back = ok(stream(&fx.conf, &cache, &["--load"]));
+    let back = ok(stream_conf(&fx.conf, &cache, &["--load"]));
     assert_eq!(new_layers(&back), 0);
     let got = run(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", &tag]));
     assert_eq!(got.trim(), id);
@@ -297,7 +259,7 @@ fn load_into_podman() {
     };
     let cache = fx.root.join("cache");
     let id = image_id(&fx, &cache);
-    let out = ok(stream(&fx.conf, &cache, &["--load", "podman"]));
+    let out = ok(stream_conf(&fx.conf, &cache, &["--load", "podman"]));
     let name = format!("localhost/{}", fx.tag);
     let _rmi = Cleanup(vec![
         "podman".into(),

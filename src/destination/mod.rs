@@ -13,6 +13,7 @@
 //!
 //! [`oci`] holds the OCI documents they share. Adding a destination is
 //! adding a module and a [`Destination`] for it; the others stay as they are.
+#![warn(missing_docs)]
 
 pub mod daemon;
 pub mod digests;

@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::escape::to_stderr;
 use crate::graph::Graph;
 
 /// The `layering` object of the conf: how to layer from the graph.
@@ -154,8 +153,8 @@ pub fn layer_budget(max_layers: usize, base_layers: usize) -> Result<usize> {
 
 /// Loads `spec.graph`, checks every path is inside `store_dir`, and decides
 /// the layers: auto-layer within the budget (`spec.pipeline == None`) or
-/// the pipeline; `spec.exclude_paths` land in no layer. With `spec.debug`,
-/// also prints [`Decision::explain`] to stderr.
+/// the pipeline; `spec.exclude_paths` land in no layer. Nothing is printed:
+/// the caller shows [`Decision::explain`] or the warnings as it sees fit.
 pub fn decide(spec: &Spec, store_dir: &str, base_layers: usize) -> Result<Decision> {
     let pipeline = load_pipeline(spec.pipeline.as_ref())?;
     if pipeline.is_none() {
@@ -177,13 +176,6 @@ pub fn decide(spec: &Spec, store_dir: &str, base_layers: usize) -> Result<Decisi
         base_layers,
         pipeline.as_deref(),
     )?;
-    if spec.debug {
-        to_stderr(&decision.explain());
-    } else {
-        for w in &decision.warnings {
-            to_stderr(&format!("stream-layered-image: warning: {w}\n"));
-        }
-    }
     Ok(Decision {
         nar_hashes,
         ..decision
