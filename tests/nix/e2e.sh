@@ -255,7 +255,7 @@ EOF
     /usr/bin/docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
     registry_pid=$!
     for _ in $(seq 100); do
-        curl -fsS "http://$registry/v2/" >/dev/null 2>&1 && break
+        python3 -c "import urllib.request, sys; urllib.request.urlopen(\"http://$registry/v2/\", timeout=1)" 2>/dev/null && break
         sleep 0.1
     done
     # uploads: blob upload sessions the registry has opened so far.
