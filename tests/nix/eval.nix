@@ -102,6 +102,22 @@ let
         confHead = (sli { name = "x"; sbomPackages = [ notInImage ]; }).conf.confHead;
       in
       !(builtins.getContext confHead ? ${builtins.unsafeDiscardStringContext notInImage.drvPath});
+    "passthru.digests is a derivation" = img.digests ? drvPath;
+    "mtime = \"now\" gives no passthru.digests" = (sli { name = "x"; mtime = "now"; }).digests == null;
+    "created = \"now\" keeps passthru.digests (layers do not depend on it)" =
+      (sli { name = "x"; created = "now"; }).digests ? drvPath;
+    "copyTo* scripts run with nix run (meta.mainProgram)" =
+      map (s: lib.getExe img.${s}) [ "copyToRegistry" "copyToDockerDaemon" "copyToPodman" ] == [
+        "${img.copyToRegistry}/bin/copy-to-registry"
+        "${img.copyToDockerDaemon}/bin/copy-to-docker-daemon"
+        "${img.copyToPodman}/bin/copy-to-podman"
+      ];
+    "buildLayeredImage keeps digests and the copyTo* scripts" =
+      layered.digests ? drvPath && layered.copyToRegistry ? drvPath
+      && layered.copyToDockerDaemon ? drvPath && layered.copyToPodman ? drvPath;
+    "passthru.digests is substitutable (a binary cache carries it)" =
+      (img.digests.allowSubstitutes or true) && !(img.digests.preferLocalBuild or false);
+    "an unknown layerCompression is refused" = fails (sli { name = "x"; layerCompression = "xz"; }).drvPath;
   };
   # The conf's JSON as the build writes it, minus the fields computed at build time.
   confOf = image: builtins.fromJSON (builtins.unsafeDiscardStringContext image.conf.confHead + "}");
