@@ -59,6 +59,7 @@ pub mod credentials;
 pub mod manifest;
 mod pipe;
 pub mod push;
+pub mod referrers;
 pub mod transport;
 
 use std::fmt;
@@ -67,6 +68,7 @@ use std::time::Duration;
 pub use blob::BlobDigest;
 pub use credentials::Credential;
 pub use manifest::ManifestFormat;
+pub use referrers::referrers_tag;
 pub use push::{
     push, push_all, push_with_mounts, BlobSource, ConfigBuilder, ConfigSpec, Event, LayerResult,
     ManifestBuilder, ManifestSpec, Outcome, PushPlan, PushReport,
