@@ -182,8 +182,11 @@ fn run(cli: &Cli) -> Result<Written> {
         Some(m) => (Some(m.0), m.1),
         None if !sbom_outputs.is_empty() => {
             let diff_ids: Vec<String> = written.layers.iter().map(|l| l.diff_id.clone()).collect();
-            let (input, warnings) =
-                sbom_input(&written.image_id, written.manifest_digest.clone(), &diff_ids)?;
+            let (input, warnings) = sbom_input(
+                &written.image_id,
+                written.manifest_digest.clone(),
+                &diff_ids,
+            )?;
             (Some(input), warnings)
         }
         None => (None, Vec::new()),

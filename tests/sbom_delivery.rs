@@ -142,7 +142,10 @@ fn check_artifact(
     assert_eq!(m["schemaVersion"], 2);
     assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
     assert_eq!(m["artifactType"], artifact_type);
-    assert_eq!(m["config"]["mediaType"], "application/vnd.oci.empty.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
     assert_eq!(m["config"]["digest"], EMPTY_DIGEST);
     assert_eq!(m["config"]["size"], 2);
     assert_eq!(blob(EMPTY_DIGEST), b"{}");
@@ -152,7 +155,10 @@ fn check_artifact(
     assert_eq!(layers.len(), 1);
     assert_eq!(layers[0]["mediaType"], artifact_type);
     let sbom = blob(&s(&layers[0]["digest"]));
-    assert_eq!(format!("sha256:{}", sha256_hex(&sbom)), s(&layers[0]["digest"]));
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(&sbom)),
+        s(&layers[0]["digest"])
+    );
     assert_eq!(sbom.len() as u64, layers[0]["size"].as_u64().unwrap());
     let text = String::from_utf8(sbom.clone()).unwrap();
     assert!(
@@ -164,8 +170,11 @@ fn check_artifact(
 }
 
 fn read_layout_blob(dir: &Path, digest: &str) -> Vec<u8> {
-    fs::read(dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:")))
-        .unwrap_or_else(|e| panic!("layout blob {digest}: {e}"))
+    fs::read(
+        dir.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap_or_else(|e| panic!("layout blob {digest}: {e}"))
 }
 
 /// The tagged image entry and the untagged SBOM entries of a layout.
@@ -322,11 +331,22 @@ fn archives_with_sboms_load_everywhere() {
         let p = path.to_str().unwrap();
         let tag = fx.tag.replace(":t", &format!("-{format}:t"));
         let args = [
-            "-q", "--format", format, "-t", &tag, "--sbom", "spdx", "--sbom", "cyclonedx",
+            "-q",
+            "--format",
+            format,
+            "-t",
+            &tag,
+            "--sbom",
+            "spdx",
+            "--sbom",
+            "cyclonedx",
         ];
         ok(stream(&fx, &[&args[..], &["-o", p]].concat()));
         let again = fx.root.join(format!("{format}-again.tar"));
-        ok(stream(&fx, &[&args[..], &["-o", again.to_str().unwrap()]].concat()));
+        ok(stream(
+            &fx,
+            &[&args[..], &["-o", again.to_str().unwrap()]].concat(),
+        ));
         assert!(
             fs::read(&path).unwrap() == fs::read(&again).unwrap(),
             "{format}: same bytes twice"
@@ -363,7 +383,12 @@ fn archives_with_sboms_load_everywhere() {
         }
 
         if format == "dual" && tool_works("docker", &["info"]) {
-            let _rmi = Cleanup(vec!["docker".into(), "rmi".into(), "-f".into(), tag.clone()]);
+            let _rmi = Cleanup(vec![
+                "docker".into(),
+                "rmi".into(),
+                "-f".into(),
+                tag.clone(),
+            ]);
             let said = run(Command::new("docker").arg("load").arg("-i").arg(&path));
             assert!(said.contains(&format!("Loaded image: {tag}")), "{said}");
             let got = run(Command::new("docker").args(["image", "inspect", "-f", "{{.Id}}", &tag]));
@@ -451,7 +476,10 @@ fn skopeo_raw(reference: &str) -> Vec<u8> {
 fn push_lists_sboms_in_the_referrers_tag() {
     for tool in ["docker-registry", "skopeo"] {
         if !registry_support::have(tool) {
-            skipped("push_lists_sboms_in_the_referrers_tag", &format!("no {tool}"));
+            skipped(
+                "push_lists_sboms_in_the_referrers_tag",
+                &format!("no {tool}"),
+            );
             return;
         }
     }
@@ -475,7 +503,10 @@ fn push_lists_sboms_in_the_referrers_tag() {
     let tag = format!("sha256-{}", digest.trim_start_matches("sha256:"));
     let index_bytes = skopeo_raw(&format!("{repo}:{tag}"));
     let index: Value = serde_json::from_slice(&index_bytes).unwrap();
-    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
     let entries = index["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{index}");
     let scratch = fx.root.join("pulled");
@@ -484,7 +515,10 @@ fn push_lists_sboms_in_the_referrers_tag() {
         // skopeo has no "get blob"; the registry's HTTP API is plain here.
         let url = format!("http://{}/v2/sli/app/blobs/{dg}", reg.host());
         let file = scratch.join(dg.trim_start_matches("sha256:"));
-        run(Command::new("curl").args(["-sfL", "-o"]).arg(&file).arg(&url));
+        run(Command::new("curl")
+            .args(["-sfL", "-o"])
+            .arg(&file)
+            .arg(&url));
         fs::read(&file).unwrap()
     };
     let mut types = Vec::new();

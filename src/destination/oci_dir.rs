@@ -272,7 +272,11 @@ impl Layout {
     /// Replaces `index.json` with one where `entry` takes the place of any
     /// entry with the same tag, followed by the image's `referrers`; SBOM
     /// entries whose subject is no longer listed go.
-    fn add_to_index(mut self, entry: oci_spec::image::Descriptor, referrers: &[Referrer]) -> Result<()> {
+    fn add_to_index(
+        mut self,
+        entry: oci_spec::image::Descriptor,
+        referrers: &[Referrer],
+    ) -> Result<()> {
         let tag = entry
             .annotations()
             .as_ref()
@@ -286,9 +290,11 @@ impl Layout {
         list.retain(|m| m["annotations"][REF_NAME].as_str() != tag.as_deref());
         list.push(entry);
         let ours = |m: &Value| {
-            m["artifactType"]
-                .as_str()
-                .is_some_and(|t| SbomFormat::value_variants().iter().any(|f| f.media_type() == t))
+            m["artifactType"].as_str().is_some_and(|t| {
+                SbomFormat::value_variants()
+                    .iter()
+                    .any(|f| f.media_type() == t)
+            })
         };
         let listed: HashSet<String> = list
             .iter()

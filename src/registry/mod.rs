@@ -68,11 +68,11 @@ use std::time::Duration;
 pub use blob::BlobDigest;
 pub use credentials::Credential;
 pub use manifest::ManifestFormat;
-pub use referrers::referrers_tag;
 pub use push::{
     push, push_all, push_with_mounts, BlobSource, ConfigBuilder, ConfigSpec, Event, LayerResult,
     ManifestBuilder, ManifestSpec, Outcome, PushPlan, PushReport,
 };
+pub use referrers::referrers_tag;
 pub use transport::retry::RetryPolicy;
 
 use crate::reference::Reference;

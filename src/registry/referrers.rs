@@ -126,8 +126,8 @@ impl Client {
             return Ok(false);
         }
         list.push(descriptor.clone());
-        let bytes = serde_json::to_vec(&index)
-            .map_err(|e| self.t.fail(&what, format!("internal: {e}")))?;
+        let bytes =
+            serde_json::to_vec(&index).map_err(|e| self.t.fail(&what, format!("internal: {e}")))?;
         if bytes.len() as u64 > MANIFEST_CAP {
             return Err(self.t.fail(
                 &what,
