@@ -541,6 +541,29 @@ fn push_lists_sboms_in_the_referrers_tag() {
     // Pushed again: the same SBOMs, no duplicate entry.
     ok(stream(&fx, &args));
     assert_eq!(skopeo_raw(&format!("{repo}:{tag}")), index_bytes);
+
+    // A referrers tag holding something else is not overwritten: one line.
+    let other = format!("{}/sli/other", reg.host());
+    ok(stream(&fx, &["-q", "--push", &format!("{other}:v1")]));
+    run(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{other}:v1"),
+        &format!("docker://{other}:{tag}"),
+    ]));
+    let out = stream(
+        &fx,
+        &["-q", "--push", &format!("{other}:v1"), "--sbom", "spdx"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(&format!("referrers tag {tag}")) && err.contains("not an image index"),
+        "{err}"
+    );
     fx.cleanup();
 }
 

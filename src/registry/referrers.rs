@@ -106,9 +106,9 @@ impl Client {
                         return Err(self.t.fail(
                             &what,
                             format!(
-                                "the tag holds a {}, not an image index; not overwriting it",
+                                "the tag holds {}, not an image index; not overwriting it",
                                 if media_type.is_empty() {
-                                    "document of unknown type"
+                                    "a document of unknown type"
                                 } else {
                                     media_type.as_str()
                                 }
