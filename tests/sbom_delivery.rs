@@ -15,7 +15,8 @@
 //! - `--push` with SBOMs to Debian's docker-registry (no referrers API):
 //!   the `sha256-<hex>` tag is an image index listing the artifact
 //!   manifests, whose `subject` is the pushed manifest; a second push adds
-//!   no duplicate;
+//!   no duplicate; a tag holding something else is not overwritten; behind
+//!   a proxy that answers with `OCI-Subject` (the referrers API), no tag;
 //! - `--sbom` without `--sbom-out` on a docker-archive or `--load` is one
 //!   line, with nothing written.
 //!
@@ -591,5 +592,43 @@ fn sbom_without_a_place_is_one_line() {
     }
     assert!(!file.exists(), "nothing written");
     assert!(!fx.root.join("d.json").exists(), "nothing written");
+    fx.cleanup();
+}
+
+/// A registry that answers the referrer's `PUT` with `OCI-Subject` has the
+/// referrers API: no referrers tag is read or written. (A proxy adds the
+/// header, since Debian's registry has no such API.)
+#[test]
+fn registry_with_referrers_api_gets_no_tag() {
+    if !registry_support::have("docker-registry") {
+        skipped(
+            "registry_with_referrers_api_gets_no_tag",
+            "no docker-registry",
+        );
+        return;
+    }
+    let Some(fx) = Fixture::build_with("sbomdel-api", Layering::Graph) else {
+        return;
+    };
+    let reg = Registry::start(Setup::default());
+    let proxy = registry_support::proxy::Proxy::start(reg.port, |line| {
+        if line.starts_with("PUT /v2/sli/app/manifests/sha256:") {
+            registry_support::proxy::Action::Respond(201, vec!["OCI-Subject: sha256:x".into()])
+        } else {
+            registry_support::proxy::Action::Forward
+        }
+    });
+    let r = format!("127.0.0.1:{}/sli/app:v1", proxy.port);
+    let out = ok(stream(
+        &fx,
+        &["--push", &r, "--sbom", "spdx", "--sbom", "cyclonedx"],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(proxy.count("PUT /v2/sli/app/manifests/sha256:"), 2, "{err}");
+    assert_eq!(proxy.count("/manifests/sha256-"), 0, "no referrers tag");
+    assert!(
+        err.contains("listed by the registry's referrers API"),
+        "{err}"
+    );
     fx.cleanup();
 }
