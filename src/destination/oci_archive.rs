@@ -158,6 +158,11 @@ pub fn write<W: Write + Send + 'static>(
         let empty = artifact::empty_blob();
         aw.bytes_member(&oci::blob_path(&empty.digest), artifact::EMPTY, mtime)?;
         for r in &referrers {
+            img.reporter.step(&format!(
+                "Adding {} as {}",
+                r.artifact_type,
+                oci::blob_path(&r.manifest_blob.digest)
+            ));
             aw.bytes_member(&oci::blob_path(&r.blob.digest), &r.bytes, mtime)?;
             aw.bytes_member(&oci::blob_path(&r.manifest_blob.digest), &r.manifest, mtime)?;
         }

@@ -3,16 +3,16 @@
 //! Order keeps the layout valid at every moment: blobs first (each into a
 //! temporary file beside its final name, renamed when complete), then
 //! `index.json` replaced atomically, gaining or replacing the entry for
-//! this tag.
+//! this tag. A blob the layout already holds is not written again when its
+//! digest is known before reading (warm cache, digests file); it is checked
+//! against its name instead, so a damaged layout is reported, not trusted.
 //!
 //! The image's referrers (`--sbom`: artifact manifests whose `subject` is
 //! the image manifest) are listed in `index.json` as untagged entries with
 //! their `artifactType`, as `oras attach --oci-layout` does, so `DIR:TAG`
 //! still names only the image. A referrer entry of ours lives as long as
 //! its subject is listed: writing a tag anew drops the SBOM entries of the
-//! image it named before, and the same SBOM is never listed twice. A blob the layout already holds is not written again when its
-//! digest is known before reading (warm cache, digests file); it is checked
-//! against its name instead, so a damaged layout is reported, not trusted.
+//! image it named before, and the same SBOM is never listed twice.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -90,6 +90,10 @@ pub fn write(img: &Image, dir: &Path, codec: Codec) -> Result<Written> {
     };
     let referrers = artifact::referrers(img, &subject)?;
     for r in &referrers {
+        img.reporter.step(&format!(
+            "{} attached as {}",
+            r.artifact_type, r.manifest_blob.digest
+        ));
         layout.put_bytes(artifact::EMPTY)?;
         layout.put_bytes(&r.bytes)?;
         layout.put_bytes(&r.manifest)?;
