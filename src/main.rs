@@ -4,8 +4,9 @@
 //! customisation layer, describe the image (the model, with what the digest
 //! cache already knows), choose the destination, write the image.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -85,6 +86,10 @@ fn run(cli: &Cli) -> Result<Written> {
         .transpose()?;
     let base_count = base.as_ref().map_or(0, |b| b.layers().len());
     let sbom_outputs = sbom::pair_outputs(&cli.sbom, &cli.sbom_out)?;
+    let attaching = !cli.sbom.is_empty() && carries_referrers(cli);
+    if !cli.sbom.is_empty() && sbom_outputs.is_empty() && !attaching {
+        bail!("--sbom needs --sbom-out FILE with this output: only --oci-dir, --format oci|dual and --push carry SBOMs inside the image (a docker-archive, --load and --digests-only have no place for them)");
+    }
     let (store_layers, nar_hashes) = decide_layers(&conf, base_count, cli.explain_layers)?;
     layer::check_paths(&store_layers, &conf.store_dir)?;
     let customisation = Customisation::open(&conf.customisation_layer)?;
@@ -108,6 +113,47 @@ fn run(cli: &Cli) -> Result<Written> {
         known.load_digests_file(file, &keys)?;
     }
     let reporter = Stderr::new(cli.quiet, layers.len());
+    let graph = conf.layering.as_ref().map(|l| l.graph.as_path());
+    // The SBOM names the image manifest's digest, so it is made once the
+    // destination knows it: inside the destination for OCI outputs (which
+    // then carry it as a referrer), after it for --sbom-out alone.
+    let sbom_input = |image_id: &str, manifest_digest: Option<String>, diff_ids: &[String]| {
+        let layers = sbom::image_layers(diff_ids, base_count, &store_layers)?;
+        let identity = sbom::ImageIdentity {
+            created_unix: Some(created.unix_seconds()),
+            reproducible: conf.created != "now" && conf.mtime != "now",
+            architecture: Some(conf.architecture.clone()),
+            manifest_digest,
+            ..sbom::ImageIdentity::for_repo_tag(cli.repo_tag_or(&conf.repo_tag), image_id)
+        };
+        sbom::load_input(&cli.conf, graph, layers, identity)
+    };
+    let made: Mutex<Option<Made>> = Mutex::new(None);
+    let attach = |s: &model::Subject| -> Result<Vec<model::Artifact>> {
+        let diff_ids: Vec<String> = s.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let (input, mut warnings) =
+            sbom_input(s.image_id, Some(s.manifest.digest.clone()), &diff_ids)?;
+        let mut artifacts = Vec::new();
+        for (i, format) in cli.sbom.iter().enumerate() {
+            let (bytes, w) = sbom::render(*format, &input);
+            // Both formats warn alike: keep the first format's warnings.
+            if i == 0 {
+                warnings.extend(w);
+            }
+            artifacts.push(model::Artifact {
+                media_type: format.media_type().to_owned(),
+                bytes,
+                annotations: BTreeMap::from([(
+                    "org.opencontainers.image.created".to_owned(),
+                    created.isoformat(),
+                )]),
+            });
+        }
+        if let Ok(mut m) = made.lock() {
+            *m = Some((input, warnings));
+        }
+        Ok(artifacts)
+    };
     let image = Image {
         store_dir: &conf.store_dir,
         base: base.as_ref(),
@@ -122,6 +168,7 @@ fn run(cli: &Cli) -> Result<Written> {
         repo_tag: cli.repo_tag_or(&conf.repo_tag),
         known: &known,
         reporter: &reporter,
+        attach: if attaching { Some(&attach) } else { None },
     };
     let destination = choose_destination(cli)?;
     let written = destination.write(&image);
@@ -130,24 +177,50 @@ fn run(cli: &Cli) -> Result<Written> {
     }
     reporter.finish();
     let written = written?;
-    if !sbom_outputs.is_empty() {
-        let diff_ids: Vec<String> = written.layers.iter().map(|l| l.diff_id.clone()).collect();
-        let layers = sbom::image_layers(&diff_ids, base_count, &store_layers)?;
-        let identity = sbom::ImageIdentity {
-            created_unix: Some(created.unix_seconds()),
-            reproducible: conf.created != "now" && conf.mtime != "now",
-            architecture: Some(conf.architecture.clone()),
-            manifest_digest: written.manifest_digest.clone(),
-            ..sbom::ImageIdentity::for_repo_tag(image.repo_tag, &written.image_id)
-        };
-        let graph = conf.layering.as_ref().map(|l| l.graph.as_path());
-        let (input, mut warnings) = sbom::load_input(&cli.conf, graph, layers, identity)?;
-        warnings.extend(sbom::write_sbom_files(&sbom_outputs, &input)?);
-        for w in warnings {
-            reporter.warn(&format!("SBOM: {w}"));
+    let made = made.into_inner().ok().flatten();
+    let (input, mut warnings) = match made {
+        Some(m) => (Some(m.0), m.1),
+        None if !sbom_outputs.is_empty() => {
+            let diff_ids: Vec<String> = written.layers.iter().map(|l| l.diff_id.clone()).collect();
+            let (input, warnings) = sbom_input(
+                &written.image_id,
+                written.manifest_digest.clone(),
+                &diff_ids,
+            )?;
+            (Some(input), warnings)
+        }
+        None => (None, Vec::new()),
+    };
+    if let (Some(input), false) = (&input, sbom_outputs.is_empty()) {
+        let file_warnings = sbom::write_sbom_files(&sbom_outputs, input)?;
+        if warnings.is_empty() {
+            warnings = file_warnings;
         }
     }
+    for w in warnings {
+        reporter.warn(&format!("SBOM: {w}"));
+    }
     Ok(written)
+}
+
+/// An SBOM's input and its warnings, as the destination had it made.
+type Made = (sbom::SbomInput, Vec<String>);
+
+/// Whether the destination the command line asks for carries OCI
+/// referrers (the SBOMs): layouts, `oci`/`dual` archives and registries;
+/// not docker-archives, daemons or the digests file. Mirrors
+/// [`choose_destination`]'s order.
+fn carries_referrers(cli: &Cli) -> bool {
+    if cli.load.is_some() {
+        return false;
+    }
+    if !cli.push.is_empty() {
+        return true;
+    }
+    if cli.digests_only.is_some() {
+        return false;
+    }
+    cli.oci_dir.is_some() || cli.format != Format::Docker
 }
 
 /// The one destination the command line asks for; an archive (opened

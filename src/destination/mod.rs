@@ -11,10 +11,12 @@
 //! - [`registry`]: a registry (`--push REF`);
 //! - [`daemon`]: Docker or podman (`--load`), incrementally for Docker.
 //!
-//! [`oci`] holds the OCI documents they share. Adding a destination is
+//! [`oci`] holds the OCI documents they share, [`artifact`] the image's
+//! OCI referrers (its SBOMs) for those that carry them. Adding a destination is
 //! adding a module and a [`Destination`] for it; the others stay as they are.
 #![warn(missing_docs)]
 
+pub mod artifact;
 pub mod daemon;
 pub mod digests;
 pub mod docker_archive;

@@ -60,6 +60,7 @@ pub mod credentials;
 pub mod manifest;
 mod pipe;
 pub mod push;
+pub mod referrers;
 pub mod transport;
 
 use std::fmt;
@@ -72,6 +73,7 @@ pub use push::{
     push, push_all, push_with_mounts, BlobSource, ConfigBuilder, ConfigSpec, Event, LayerResult,
     ManifestBuilder, ManifestSpec, Outcome, PushPlan, PushReport,
 };
+pub use referrers::referrers_tag;
 pub use transport::retry::RetryPolicy;
 
 use crate::reference::Reference;

@@ -184,6 +184,9 @@ pub struct PushReport {
     pub manifest_media_type: String,
     /// The manifest's digest: print `NAME@DIGEST`.
     pub manifest_digest: String,
+    /// The manifest's size in bytes (for a descriptor naming it: an
+    /// artifact's `subject`).
+    pub manifest_size: u64,
 }
 
 /// Pushes `plan` to `client`'s repository under each of `tags` (by digest
@@ -302,6 +305,7 @@ fn push_inner(
         config: config.clone(),
         manifest_media_type: media_type,
         manifest_digest: digest,
+        manifest_size: bytes.len() as u64,
     };
     let all = out
         .layers
