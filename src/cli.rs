@@ -171,7 +171,9 @@ pub struct Cli {
 
     /// Make an SBOM of the image in FORMAT (SPDX 2.3 or CycloneDX 1.6 JSON);
     /// repeatable, once per format. Each goes to the --sbom-out FILE in the
-    /// same position, and into OCI outputs as an artifact of the image.
+    /// same position, and with --oci-dir, --format oci|dual or --push into
+    /// the image's destination as an OCI referrer of the image (pushed with
+    /// the referrers API, or the sha256-<hex> tag where a registry has none).
     #[arg(long = "sbom", value_name = "FORMAT", value_enum, action = clap::ArgAction::Append)]
     pub sbom: Vec<crate::sbom::SbomFormat>,
 
