@@ -47,9 +47,11 @@ Progress goes to stderr. Exit status: 0 on success, 1 on any error (one line on 
     args_override_self = true
 )]
 pub struct Cli {
-    /// The conf.json written by streamLayeredImage (see below for its fields).
-    #[arg(value_name = "CONF.json")]
-    pub conf: PathBuf,
+    /// The conf.json written by streamLayeredImage (see below for its
+    /// fields). Several confs, one per platform, make one multi-platform
+    /// image (an OCI image index) for --oci-dir, --format oci|dual or --push.
+    #[arg(value_name = "CONF.json", required = true, num_args = 1..)]
+    pub conf: Vec<PathBuf>,
 
     /// Override the repo_tag from the conf (NAME:TAG), as nixpkgs' -t.
     #[arg(

@@ -29,6 +29,23 @@ const MAX_INDEX: u64 = 16 << 20;
 
 /// Writes `img` into the layout at `dir` with layers compressed by `codec`.
 pub fn write(img: &Image, dir: &Path, codec: Codec) -> Result<Written> {
+    let (written, blobs) = write_blobs(img, dir, codec)?;
+    Layout::open(dir)?.add_to_index(oci::image_entry(&blobs.manifest, img.repo_tag)?)?;
+    Ok(written)
+}
+
+/// The config and manifest blobs of an image written into a layout.
+pub struct ImageBlobs {
+    /// The image configuration.
+    pub config: Blob,
+    /// The image manifest.
+    pub manifest: Blob,
+}
+
+/// Writes `img`'s layers, config and manifest into the layout at `dir`
+/// without naming it in `index.json`: a multi-platform image index names
+/// it instead ([`tag_blob`]).
+pub fn write_blobs(img: &Image, dir: &Path, codec: Codec) -> Result<(Written, ImageBlobs)> {
     let layout = Layout::open(dir)?;
     let n = img.layers.len();
     let mut layers: Vec<Option<Layer>> = vec![None; n];
@@ -71,16 +88,33 @@ pub fn write(img: &Image, dir: &Path, codec: Codec) -> Result<Written> {
     let config_blob = layout.put_bytes(&config)?;
     let manifest = oci::manifest_bytes(&config_blob, &layers)?;
     let manifest_blob = layout.put_bytes(&manifest)?;
-    layout.add_to_index(oci::image_entry(&manifest_blob, img.repo_tag)?)?;
-    Ok(Written {
+    let written = Written {
         layers,
         new_layers,
         bytes: 0,
-        image_id: config_blob.digest,
-        manifest_digest: Some(manifest_blob.digest),
+        image_id: config_blob.digest.clone(),
+        manifest_digest: Some(manifest_blob.digest.clone()),
         notes: Vec::new(),
         detail: None,
-    })
+    };
+    let blobs = ImageBlobs {
+        config: config_blob,
+        manifest: manifest_blob,
+    };
+    Ok((written, blobs))
+}
+
+/// Stores `bytes` (an image index) as a blob of the layout at `dir`, then
+/// makes `entry` of it the `index.json` entry for its tag.
+pub fn tag_blob(
+    dir: &Path,
+    bytes: &[u8],
+    entry: impl FnOnce(&Blob) -> Result<oci_spec::image::Descriptor>,
+) -> Result<Blob> {
+    let layout = Layout::open(dir)?;
+    let blob = layout.put_bytes(bytes)?;
+    layout.add_to_index(entry(&blob)?)?;
+    Ok(blob)
 }
 
 /// Layer `i` as a blob the layout already holds, when its digest for
