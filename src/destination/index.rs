@@ -249,7 +249,11 @@ pub struct IndexWritten {
 /// their index to `target`.
 pub fn write(images: &[Image], platforms: &[Platform], target: Target) -> Result<IndexWritten> {
     if images.is_empty() || images.len() != platforms.len() {
-        bail!("internal: {} images for {} platforms", images.len(), platforms.len());
+        bail!(
+            "internal: {} images for {} platforms",
+            images.len(),
+            platforms.len()
+        );
     }
     let (images_written, index_digest, tail) = match target {
         Target::OciDir { dir, codec } => {
@@ -383,8 +387,7 @@ fn to_archive(
     for blob in &order {
         let name = oci::blob_path(&blob.digest);
         let path = dir.join(&name);
-        let mut f =
-            File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut f = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         aw.member_header(&name, blob.size, mtime)?;
         aw.copy_exact(&mut f, blob.size, &path)?;
         aw.write_zeros(tar::padding(blob.size))?;
@@ -481,12 +484,16 @@ mod tests {
         assert_eq!(arm.to_string(), "linux/arm64/v8");
         let bare = Platform::new("linux", "arm64", None).unwrap();
         assert_eq!(bare.normal(), arm.normal());
-        let e = Platform::new("linux", "x86_64", None).unwrap_err().to_string();
+        let e = Platform::new("linux", "x86_64", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("OCI calls it amd64"), "{e}");
         assert!(Platform::new("linux", "arm", Some("v9")).is_err());
         assert!(Platform::new("Linux", "amd64", None).is_err());
         let confs = [PathBuf::from("a.json"), PathBuf::from("b.json")];
-        let e = check_distinct(&[arm, bare], &confs).unwrap_err().to_string();
+        let e = check_distinct(&[arm, bare], &confs)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("a.json and b.json"), "{e}");
     }
 
@@ -505,6 +512,9 @@ mod tests {
         let bytes = index_bytes(INDEX_MEDIA_TYPE, &[amd, arm], &m).unwrap();
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:aaaa"#), "{text}");
-        assert!(text.contains(r#""platform":{"architecture":"arm64","os":"linux","variant":"v8"}"#), "{text}");
+        assert!(
+            text.contains(r#""platform":{"architecture":"arm64","os":"linux","variant":"v8"}"#),
+            "{text}"
+        );
     }
 }

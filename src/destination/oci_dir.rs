@@ -186,6 +186,12 @@ impl Layout {
         fs::create_dir_all(&blobs)
             .with_context(|| format!("OCI layout {shown}: cannot create blobs/sha256"))?;
         if !layout_file.exists() {
+            // A new layout is complete (an empty index) before it is named
+            // one, so a later open (the image index after each platform's
+            // blobs) or an interrupted run finds a valid layout.
+            let empty = oci::canonical_bytes(&index)?;
+            cache::write_atomically(dir, "index.json", &empty)
+                .with_context(|| format!("OCI layout {shown}"))?;
             cache::write_atomically(dir, "oci-layout", oci::OCI_LAYOUT)
                 .with_context(|| format!("OCI layout {shown}"))?;
         }

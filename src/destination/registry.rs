@@ -51,7 +51,10 @@ impl Destination for Push {
 
 impl Push {
     /// Pushes `img`; returns what was written and each repository's report.
-    pub fn push_image(&self, img: &Image) -> Result<(Written, Vec<(Reference, registry::PushReport)>)> {
+    pub fn push_image(
+        &self,
+        img: &Image,
+    ) -> Result<(Written, Vec<(Reference, registry::PushReport)>)> {
         let n = img.layers.len();
         let spool = tempfile::Builder::new()
             .prefix("sli-push-")
