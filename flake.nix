@@ -25,6 +25,7 @@
         streamLayeredImage = pkgs: (toolsFor pkgs).streamLayeredImage;
         buildLayeredImage = pkgs: (toolsFor pkgs).buildLayeredImage;
         buildLayeredImageWithNixDb = pkgs: (toolsFor pkgs).buildLayeredImageWithNixDb;
+        streamMultiArchImage = pkgs: (toolsFor pkgs).streamMultiArchImage;
       };
 
       # pkgs.stream-layered-image (the executable) and
