@@ -41,7 +41,7 @@ let
   parsePlatform =
     s:
     let
-      parts = lib.splitString "/" s;
+      parts = builtins.filter builtins.isString (builtins.split "/" s);
       n = builtins.length parts;
     in
     if n < 2 || n > 3 then
