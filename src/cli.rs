@@ -220,6 +220,14 @@ mod tests {
     }
 
     #[test]
+    fn several_confs_one_per_platform() {
+        let c = Cli::try_parse_from(["x", "a.json", "b.json", "--oci-dir", "d"]).unwrap();
+        assert_eq!(c.conf, [PathBuf::from("a.json"), PathBuf::from("b.json")]);
+        let c = Cli::try_parse_from(["x", "-t", "n:t", "a.json"]).unwrap();
+        assert_eq!(c.conf, [PathBuf::from("a.json")]);
+    }
+
+    #[test]
     fn nixpkgs_style_arguments() {
         let c = Cli::try_parse_from(["x", "conf.json", "-t", "a:b"]).unwrap();
         assert_eq!(c.repo_tag.as_deref(), Some("a:b"));
