@@ -45,6 +45,14 @@
           stream-layered-image = tools.stream-layered-image;
           example = import ./examples/hello.nix { inherit pkgs; };
         }
+        # The example for amd64 and arm64 under one tag, where nixpkgs has
+        # both package sets (not the offline stand-in, which has one).
+        // lib.optionalAttrs (builtins.length systems == 2) {
+          example-multi = import ./examples/hello-multi.nix {
+            inherit pkgs;
+            pkgsFor = system: nixpkgs.legacyPackages.${system};
+          };
+        }
       );
 
       # The end-to-end test images (tests/nix/images.nix), built together.

@@ -112,6 +112,11 @@ let
       fails (sli.streamMultiArchImage { name = "m"; images = [ ]; }).drvPath;
     "streamMultiArchImage: a non-image is refused" =
       fails (sli.streamMultiArchImage { name = "m"; images = [ pkgs.hello ]; }).drvPath;
+    "examples/hello-multi.nix: amd64 and arm64/v8 under hello:latest" =
+      let
+        m = import ../../examples/hello-multi.nix { pkgsFor = _: pkgs; };
+      in
+      m.imageTag == "latest" && map (i: (confOf i).architecture) m.images == [ "amd64" "arm64" ];
     "flake: lib.streamMultiArchImage takes pkgs" =
       (flake.lib.streamMultiArchImage pkgs { name = "f"; tag = "x"; images = [ img ]; }).imageTag == "x";
     "passthru.sbom is a derivation" = img.sbom ? drvPath;
