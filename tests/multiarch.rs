@@ -363,6 +363,10 @@ fn index_pushed_to_a_registry() {
         &["--push", &r2, "--manifest-format", "docker"],
     ));
     let (docker_manifests, _) = printed(&stdout(&out));
+    // --no-cache: nothing names the layers before reading them, so they
+    // are uploaded again, but once for both platforms; the configs are
+    // known bytes, found present.
+    assert_eq!(reg.uploads(), 8, "3 shared layers once more, no config");
     let raw = run(Command::new("skopeo").args([
         "inspect",
         "--raw",
@@ -378,6 +382,29 @@ fn index_pushed_to_a_registry() {
         json(&raw)["manifests"][0]["mediaType"],
         "application/vnd.docker.distribution.manifest.v2+json"
     );
+    // With the digest cache, a second push names every layer before
+    // reading it and finds it there: nothing is uploaded.
+    let cache = fx.root.join("cache");
+    let cached = |r: &str| {
+        ok(Command::new(exe())
+            .args([&fx.conf, &arm])
+            .arg("--cache")
+            .arg(&cache)
+            .args(["--push", r])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap())
+    };
+    let r3 = format!("{}/sli/multi:cached", reg.host());
+    cached(&r3);
+    let before = reg.uploads();
+    let again = cached(&r3);
+    assert_eq!(reg.uploads(), before, "a warm second push uploads nothing");
+    assert!(
+        stdout(&again).ends_with(&format!("{r3}@{index}\n")),
+        "same index"
+    );
+
     // copy --all from the registry to a layout takes both platforms.
     let copied = fx.root.join("copied");
     run(Command::new("skopeo").args([

@@ -170,9 +170,16 @@ impl Push {
                 }
             }
             Event::Blob { layer: None, .. } => {}
-            Event::Manifest { reference, digest } => img
-                .reporter
-                .step(&format!("{}:{reference}: manifest {digest}", r.name())),
+            Event::Manifest { reference, digest } => {
+                // Untagged (one platform of an index): put by its digest.
+                let sep = if reference.starts_with("sha256:") {
+                    '@'
+                } else {
+                    ':'
+                };
+                img.reporter
+                    .step(&format!("{}{sep}{reference}: manifest {digest}", r.name()))
+            }
         };
         let push_all = if self.untagged {
             registry::push_all_untagged
