@@ -200,12 +200,18 @@ impl fmt::Display for Platform {
 /// Checks that no two of `platforms` (one per conf, named by `confs`) are
 /// the same platform.
 pub fn check_distinct(platforms: &[Platform], confs: &[PathBuf]) -> Result<()> {
+    let shown = |k: usize| {
+        confs
+            .get(k)
+            .map(|c| c.display().to_string())
+            .unwrap_or_default()
+    };
     for (i, p) in platforms.iter().enumerate() {
         if let Some(j) = platforms[..i].iter().position(|q| q.normal() == p.normal()) {
             bail!(
                 "confs {} and {} are both for platform {p}: an image index holds one image per platform",
-                confs[j].display(),
-                confs[i].display()
+                shown(j),
+                shown(i)
             );
         }
     }
@@ -399,7 +405,16 @@ fn to_archive(
     if dual {
         // docker load takes one image per tag: the one this machine runs,
         // else the first conf's.
-        let host = platforms.iter().position(Platform::is_host).unwrap_or(0);
+        let host = platforms
+            .iter()
+            .position(Platform::is_host)
+            .unwrap_or_else(|| {
+                images[0].reporter.warn(&format!(
+                    "--format dual: no image for this machine's platform; manifest.json lists {}'s",
+                    platforms[0]
+                ));
+                0
+            });
         let docker = oci::docker_manifest_bytes(
             &blobs[host].config,
             images[host].repo_tag,
