@@ -39,7 +39,44 @@ use clap::ValueEnum;
 const MAX_INDEX: u64 = 16 << 20;
 
 /// Writes `img` into the layout at `dir` with layers compressed by `codec`.
+/// Its SBOMs (when asked for) are attached as referrers of the image.
 pub fn write(img: &Image, dir: &Path, codec: Codec) -> Result<Written> {
+    let (written, blobs) = write_blobs(img, dir, codec)?;
+    let layout = Layout::open(dir)?;
+    let subject = Subject {
+        image_id: &blobs.config.digest,
+        manifest: &blobs.manifest,
+        media_type: oci::MANIFEST_MEDIA_TYPE,
+        layers: &written.layers,
+    };
+    let referrers = artifact::referrers(img, &subject)?;
+    for r in &referrers {
+        img.reporter.step(&format!(
+            "{} attached as {}",
+            r.artifact_type, r.manifest_blob.digest
+        ));
+        layout.put_bytes(artifact::EMPTY)?;
+        layout.put_bytes(&r.bytes)?;
+        layout.put_bytes(&r.manifest)?;
+    }
+    let mut entry = oci::image_entry(&blobs.manifest, img.repo_tag)?;
+    artifact::annotate_entry(&mut entry, &referrers);
+    layout.add_to_index(entry, &referrers)?;
+    Ok(written)
+}
+
+/// The config and manifest blobs of an image written into a layout.
+pub struct ImageBlobs {
+    /// The image configuration.
+    pub config: Blob,
+    /// The image manifest.
+    pub manifest: Blob,
+}
+
+/// Writes `img`'s layers, config and manifest into the layout at `dir`
+/// without naming it in `index.json`: a multi-platform image index names
+/// it instead ([`tag_blob`]).
+pub fn write_blobs(img: &Image, dir: &Path, codec: Codec) -> Result<(Written, ImageBlobs)> {
     let layout = Layout::open(dir)?;
     let n = img.layers.len();
     let mut layers: Vec<Option<Layer>> = vec![None; n];
@@ -82,34 +119,33 @@ pub fn write(img: &Image, dir: &Path, codec: Codec) -> Result<Written> {
     let config_blob = layout.put_bytes(&config)?;
     let manifest = oci::manifest_bytes(&config_blob, &layers)?;
     let manifest_blob = layout.put_bytes(&manifest)?;
-    let subject = Subject {
-        image_id: &config_blob.digest,
-        manifest: &manifest_blob,
-        media_type: oci::MANIFEST_MEDIA_TYPE,
-        layers: &layers,
-    };
-    let referrers = artifact::referrers(img, &subject)?;
-    for r in &referrers {
-        img.reporter.step(&format!(
-            "{} attached as {}",
-            r.artifact_type, r.manifest_blob.digest
-        ));
-        layout.put_bytes(artifact::EMPTY)?;
-        layout.put_bytes(&r.bytes)?;
-        layout.put_bytes(&r.manifest)?;
-    }
-    let mut entry = oci::image_entry(&manifest_blob, img.repo_tag)?;
-    artifact::annotate_entry(&mut entry, &referrers);
-    layout.add_to_index(entry, &referrers)?;
-    Ok(Written {
+    let written = Written {
         layers,
         new_layers,
         bytes: 0,
-        image_id: config_blob.digest,
-        manifest_digest: Some(manifest_blob.digest),
+        image_id: config_blob.digest.clone(),
+        manifest_digest: Some(manifest_blob.digest.clone()),
         notes: Vec::new(),
         detail: None,
-    })
+    };
+    let blobs = ImageBlobs {
+        config: config_blob,
+        manifest: manifest_blob,
+    };
+    Ok((written, blobs))
+}
+
+/// Stores `bytes` (an image index) as a blob of the layout at `dir`, then
+/// makes `entry` of it the `index.json` entry for its tag.
+pub fn tag_blob(
+    dir: &Path,
+    bytes: &[u8],
+    entry: impl FnOnce(&Blob) -> Result<oci_spec::image::Descriptor>,
+) -> Result<Blob> {
+    let layout = Layout::open(dir)?;
+    let blob = layout.put_bytes(bytes)?;
+    layout.add_to_index(entry(&blob)?, &[])?;
+    Ok(blob)
 }
 
 /// Layer `i` as a blob the layout already holds, when its digest for
@@ -181,6 +217,12 @@ impl Layout {
         fs::create_dir_all(&blobs)
             .with_context(|| format!("OCI layout {shown}: cannot create blobs/sha256"))?;
         if !layout_file.exists() {
+            // A new layout is complete (an empty index) before it is named
+            // one, so a later open (the image index after each platform's
+            // blobs) or an interrupted run finds a valid layout.
+            let empty = oci::canonical_bytes(&index)?;
+            cache::write_atomically(dir, "index.json", &empty)
+                .with_context(|| format!("OCI layout {shown}"))?;
             cache::write_atomically(dir, "oci-layout", oci::OCI_LAYOUT)
                 .with_context(|| format!("OCI layout {shown}"))?;
         }

@@ -44,10 +44,23 @@ pub struct Push {
     pub codec: Codec,
     /// Also write the manifest digest here.
     pub digest_file: Option<PathBuf>,
+    /// Put the manifest by its digest only, not under the references' tags
+    /// (one platform of an image index, which takes the tags).
+    pub untagged: bool,
 }
 
 impl Destination for Push {
     fn write(self: Box<Self>, img: &Image) -> Result<Written> {
+        self.push_image(img).map(|(written, _)| written)
+    }
+}
+
+impl Push {
+    /// Pushes `img`; returns what was written and each repository's report.
+    pub fn push_image(
+        &self,
+        img: &Image,
+    ) -> Result<(Written, Vec<(Reference, registry::PushReport)>)> {
         let n = img.layers.len();
         let spool = tempfile::Builder::new()
             .prefix("sli-push-")
@@ -163,11 +176,23 @@ impl Destination for Push {
                 }
             }
             Event::Blob { layer: None, .. } => {}
-            Event::Manifest { reference, digest } => img
-                .reporter
-                .step(&format!("{}:{reference}: manifest {digest}", r.name())),
+            Event::Manifest { reference, digest } => {
+                // Untagged (one platform of an index): put by its digest.
+                let sep = if reference.starts_with("sha256:") {
+                    '@'
+                } else {
+                    ':'
+                };
+                img.reporter
+                    .step(&format!("{}{sep}{reference}: manifest {digest}", r.name()))
+            }
         };
-        let pushed = registry::push_all(&self.refs, &plan, &self.options, &self.mount_from, &say)?;
+        let push_all = if self.untagged {
+            registry::push_all_untagged
+        } else {
+            registry::push_all
+        };
+        let pushed = push_all(&self.refs, &plan, &self.options, &self.mount_from, &say)?;
         let Some((_, first)) = pushed.first() else {
             bail!("--push: no reference given");
         };
@@ -217,7 +242,7 @@ impl Destination for Push {
                 a.3 + r.bytes_uploaded,
             )
         });
-        Ok(Written {
+        let written = Written {
             new_layers: first
                 .layers
                 .iter()
@@ -232,7 +257,8 @@ impl Destination for Push {
                 "pushed: {present} blob{} present, {mounted} mounted, {uploaded} uploaded",
                 if present == 1 { "" } else { "s" }
             )),
-        })
+        };
+        Ok((written, pushed))
     }
 }
 

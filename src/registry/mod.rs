@@ -70,8 +70,8 @@ pub use blob::BlobDigest;
 pub use credentials::Credential;
 pub use manifest::ManifestFormat;
 pub use push::{
-    push, push_all, push_with_mounts, BlobSource, ConfigBuilder, ConfigSpec, Event, LayerResult,
-    ManifestBuilder, ManifestSpec, Outcome, PushPlan, PushReport,
+    push, push_all, push_all_untagged, push_with_mounts, BlobSource, ConfigBuilder, ConfigSpec,
+    Event, LayerResult, ManifestBuilder, ManifestSpec, Outcome, PushPlan, PushReport,
 };
 pub use referrers::referrers_tag;
 pub use transport::retry::RetryPolicy;

@@ -71,7 +71,7 @@ fi
 
 echo "# building the test images (one nix-build, sandbox on, stand-in nixpkgs)"
 if ! nix-build "${nix_opts[@]}" -I nixpkgs="$standin" "$repo/tests/nix/images.nix" \
-    -A index -A getexe -A sandboxed -o "$work/result" >/dev/null 2>"$work/build.log"; then
+    -A index -A getexe -A sandboxed -A multi-arch -o "$work/result" >/dev/null 2>"$work/build.log"; then
     cat "$work/build.log" >&2
     echo "FAIL nix build of the test images"
     exit 1
@@ -363,6 +363,32 @@ else
     else
         fail "copyToPodman" "$(tail -n 3 "$work/podman.err")"
     fi
+fi
+
+echo "# streamMultiArchImage: two platforms, one tag, into an OCI layout"
+multi=$(readlink -f "$work/result-4" 2>/dev/null || true)
+if [ -n "$multi" ] && "$multi" -q --oci-dir "$work/multi-layout" >"$work/multi.out" 2>"$work/multi.err"; then
+    got=$(python3 - "$work/multi-layout" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+top = json.load(open(os.path.join(d, "index.json")))["manifests"][0]
+index = json.load(open(os.path.join(d, "blobs/sha256", top["digest"][7:])))
+platforms = ["/".join(filter(None, [m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")]))
+             for m in index["manifests"]]
+print(top["mediaType"], top["annotations"]["org.opencontainers.image.ref.name"], " ".join(platforms))
+PY
+    )
+    expect "streamMultiArchImage: an index of linux/amd64 and linux/arm64/v8 tagged latest" \
+        "application/vnd.oci.image.index.v1+json latest linux/amd64 linux/arm64/v8" "$got"
+    expect "streamMultiArchImage: prints each platform's digest and the index's" \
+        "linux/amd64 linux/arm64/v8 index" "$(cut -d ' ' -f 1 "$work/multi.out" | paste -sd ' ')"
+    if command -v skopeo >/dev/null 2>&1; then
+        skopeo copy -q --all "oci:$work/multi-layout:latest" "oci:$work/multi-copy:latest" >/dev/null 2>"$work/multi-copy.err" \
+            && ok "streamMultiArchImage: skopeo copy --all reads the layout" \
+            || fail "skopeo copy --all of the multi-platform layout" "$(tail -n 2 "$work/multi-copy.err")"
+    fi
+else
+    fail "streamMultiArchImage into an OCI layout" "$(tail -n 3 "$work/multi.err" 2>/dev/null)"
 fi
 
 # q NAME FIELD: a field of an image's index entry.

@@ -320,6 +320,25 @@ let
     )
   );
 
+  # Two platforms under one tag (issue 11): a busybox image as built, and
+  # the same closure re-recorded as aarch64-linux's platform (linux/arm64/v8;
+  # its binaries need not run). Not in `images`: it streams no
+  # docker-archive, so e2e.sh writes it into an OCI layout instead.
+  multiPlatformImage = streamLayeredImage {
+    name = "sli-e2e-multi";
+    tag = "own";
+    contents = [ pkgs.busybox ];
+    config.Cmd = [ "/bin/echo" "multi-ok" ];
+  };
+  multi-arch = tools.streamMultiArchImage {
+    name = "sli-e2e-multi";
+    tag = "latest";
+    images = [
+      multiPlatformImage
+      { system = "aarch64-linux"; image = multiPlatformImage; }
+    ];
+  };
+
   # lib.getExe on an image runs its stream script: here inside the sandbox,
   # which also proves the executable needs nothing outside its closure.
   getexe = runCommand "sli-e2e-getexe" { } "${lib.getExe images.example} > $out";
@@ -338,4 +357,4 @@ let
     touch $out
   '';
 in
-images // { inherit index base getexe sandboxed passthru-index; }
+images // { inherit index base getexe sandboxed passthru-index multi-arch; }
