@@ -41,5 +41,6 @@ pub mod nix;
 pub mod output;
 pub mod pyjson;
 pub mod reference;
+pub mod signals;
 pub mod stream;
 pub mod tar;

@@ -56,6 +56,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<Summary> {
+    // Hardening (issue 12): SIGINT/SIGTERM/SIGHUP remove a half-written `-o` file.
+    stream_layered_image::output::install_signal_cleanup()?;
     let conf = Conf::load(&cli.conf)?;
     let shown = cli.conf.display();
     let now = SystemTime::now();
