@@ -1,9 +1,13 @@
 //! The tar writer's name and link encoding against a decoder: whatever
-//! bytes a Unix file name can hold (no NUL), the tar crate must read back
-//! the name and link target we wrote (ustar fields or PAX records).
+//! bytes a Unix file name can hold (no NUL), our bounded reader (the one
+//! that reads base images) must read back the name and link target we
+//! wrote (ustar fields or PAX records). The tar crate is not the decoder:
+//! it splits PAX records at newlines, which a name may hold (the first
+//! finding of this target).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use stream_layered_image::base_image::tar_reader::TarReader;
 use stream_layered_image::tar::{encode_header, Header, Kind, Owner};
 
 fuzz_target!(|data: &[u8]| {
@@ -44,15 +48,14 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     encode_header(&h, &mut out);
     out.resize(out.len() + 1024, 0);
-    let mut ar = tar::Archive::new(&out[..]);
-    let mut entries = ar.entries().expect("entries");
-    let e = entries.next().expect("one entry").expect("a valid header");
+    let mut reader = TarReader::new(&out[..]);
+    let m = reader.next_member().expect("a valid header").expect("one member");
     let mut want = name.to_vec();
     if kind == Kind::Directory {
         want.push(b'/');
     }
-    assert_eq!(&e.path_bytes()[..], &want[..], "name round trip");
-    let got_link = e.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
-    assert_eq!(&got_link[..], link, "link round trip");
-    assert!(entries.next().is_none(), "one entry only");
+    assert_eq!(m.name, want, "name round trip");
+    assert_eq!(m.link, link, "link round trip");
+    assert_eq!(m.size, 0);
+    assert!(reader.next_member().expect("an end").is_none(), "one member only");
 });

@@ -490,4 +490,34 @@ mod tests {
         assert!(number(&[0xff; 12]).is_err());
         assert_eq!(number(b" 17 \0\0\0\0\0\0\0\0").unwrap(), 15);
     }
+
+    /// Fuzzing finding (tar_names): a name holding newlines and non-UTF-8
+    /// bytes, written as a PAX record with hdrcharset=BINARY, reads back
+    /// whole (the tar crate cut it at the first newline).
+    #[test]
+    fn writer_names_with_newlines_round_trip() {
+        let name = b"/\xfc\xff\xff\xffnhx/sto\n\n\n\nrk/abc-x/\xe9/nh\x88\xd0\x8c";
+        let owner = crate::tar::Owner {
+            uid: 0,
+            gid: 0,
+            uname: "root".into(),
+            gname: "root".into(),
+            mtime: 1,
+        };
+        let h = crate::tar::Header {
+            name,
+            kind: crate::tar::Kind::Symlink,
+            mode: 0o777,
+            size: 0,
+            linkname: b"t\xe9\n",
+            owner: &owner,
+        };
+        let mut out = Vec::new();
+        crate::tar::encode_header(&h, &mut out);
+        out.extend([0u8; 1024]);
+        let m = all(&out).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].name, name);
+        assert_eq!(m[0].link, b"t\xe9\n");
+    }
 }
