@@ -42,6 +42,12 @@ impl Skip for &[u8] {
 
 impl Skip for Box<dyn Read> {}
 
+impl<T: Skip + ?Sized> Skip for &mut T {
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        (**self).skip(n)
+    }
+}
+
 impl Skip for io::BufReader<std::fs::File> {
     fn skip(&mut self, n: u64) -> io::Result<()> {
         // Seeking past the end is no error; Index::check_within catches a
@@ -226,6 +232,9 @@ impl<R: Skip> TarReader<R> {
             0 if self.members > 0 => Ok(None),
             0 => Err(invalid("is empty")),
             512 => Ok(Some(block)),
+            n if self.members == 0 => Err(invalid(format!(
+                "is not a valid tar archive: {n} bytes, shorter than a tar header"
+            ))),
             _ => Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("ends inside a header at offset {}", self.pos),
