@@ -79,6 +79,12 @@ fn run(cli: &Cli) -> Result<Summary> {
         .transpose()?;
     let base_count = base.as_ref().map_or(0, |b| b.layers().len());
     let store_layers = decide_layers(&conf, base_count, cli.explain_layers)?;
+    // Hardening (issue 12): repo_tag as Docker parses it; warn beyond 125 layers.
+    stream_layered_image::conf::check_image(
+        cli.repo_tag_or(&conf.repo_tag),
+        base_count,
+        store_layers.len(),
+    )?;
     layer::check_paths(&store_layers, &conf.store_dir)?;
     let customisation = Customisation::open(&conf.customisation_layer)?;
     let config = match &base {
