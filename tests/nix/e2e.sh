@@ -14,9 +14,35 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 standin="$repo/tests/nixpkgs-standin"
 work=$(mktemp -d /tmp/sli-e2e.XXXXXX)
-loaded=()
+# Every reference `docker load` reported, one per line. A file, not an
+# array: load() runs in $(…) subshells, whose assignments are lost.
+loaded="$work/loaded"
+# The tags Docker had before the run (`REPO:TAG FULL-ID`), so that cleanup
+# gives back a tag the user had (the README example's hello:latest) instead
+# of removing it, and removes only what this run added.
+before="$work/before"
+: >"$loaded"
+: >"$before"
 cleanup() {
-    if [ ${#loaded[@]} -gt 0 ]; then docker rmi -f "${loaded[@]}" >/dev/null 2>&1 || true; fi
+    if [ -s "$loaded" ]; then
+        local ref old id ids=()
+        while read -r ref; do
+            id=$(docker image inspect -f '{{.Id}}' "$ref" 2>/dev/null) && ids+=("$id")
+            old=$(awk -v r="$ref" '$1 == r { print $2 }' "$before")
+            if [ -n "$old" ]; then
+                docker tag "$old" "$ref" >/dev/null 2>&1 || true
+            else
+                docker rmi "$ref" >/dev/null 2>&1 || true
+            fi
+        done < <(sort -u "$loaded")
+        # Our images left without a tag; an image still tagged (the user's
+        # own, byte-identical to ours) stays.
+        for id in ${ids[@]+"${ids[@]}"}; do
+            if [ "$(docker image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ]; then
+                docker rmi "$id" >/dev/null 2>&1 || true
+            fi
+        done
+    fi
     docker rm -f sli-e2e-export >/dev/null 2>&1 || true
     chmod -R u+w "$work" 2>/dev/null || true
     rm -rf "$work"
@@ -112,8 +138,10 @@ if ! docker info >/dev/null 2>&1; then
     exit 0
 fi
 
+docker images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}' >"$before"
+
 # load NAME [stream args...]: streams (or reads) the image into docker load;
-# prints the loaded reference.
+# prints the loaded reference and records it for cleanup.
 load() {
     local name=$1 path ref
     shift
@@ -124,7 +152,7 @@ load() {
         docker load -i "$path" >"$work/$name.load"
     fi
     ref=$(sed -n 's/^Loaded image: //p' "$work/$name.load" | tail -n 1)
-    loaded+=("$ref")
+    echo "$ref" >>"$loaded"
     echo "$ref"
 }
 layers() { docker image inspect -f '{{len .RootFS.Layers}}' "$1"; }
@@ -146,9 +174,9 @@ expect "streaming twice gives the same bytes" "$a" "$b"
 # --- the consumer flake's images -------------------------------------------
 for r in "$work/consumer" "$work/consumer-1"; do
     ref=$("$r" 2>/dev/null | docker load | sed -n 's/^Loaded image: //p')
+    echo "$ref" >>"$loaded"
     echo "$ref=$(run "$ref")"
 done | sort >"$work/consumer.out"
-loaded+=(sli-e2e-consumer:lib sli-e2e-consumer:overlay) # the loop ran in a subshell
 expect "consumer flake images load and run" \
     "sli-e2e-consumer:lib=Hello, world!;sli-e2e-consumer:overlay=Hello, world!" \
     "$(paste -sd ';' "$work/consumer.out")"
