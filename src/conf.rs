@@ -347,7 +347,10 @@ mod tests {
         check_image("localhost:5000/a/b:v1", 100, 24).unwrap();
         for bad in ["Hello:1", "a b:c", "a:b\nc", "hello", "a:b:c", ""] {
             let e = format!("{:#}", check_image(bad, 0, 1).unwrap_err());
-            assert!(e.contains("expected") || e.contains("NAME:TAG"), "{bad:?}: {e}");
+            assert!(
+                e.contains("expected") || e.contains("NAME:TAG"),
+                "{bad:?}: {e}"
+            );
             assert!(!e.contains('\n'), "one line: {e}");
         }
         // 125 is fine, 126 only warns.

@@ -174,10 +174,14 @@ impl Read for Hashing {
 
 impl Skip for Hashing {}
 
+/// What one read of `layer.tar` tells: sha256 (lowercase hex), size, the
+/// bytes if kept, and what is wrong with it as a tar archive.
+type Hashed = (String, u64, Option<Vec<u8>>, Option<String>);
+
 /// sha256 (lowercase hex) and size of a regular file, its bytes if there
 /// are at most `keep` of them, and what is wrong with it as a tar archive
 /// (checked in the same read, by the reader base images go through).
-fn hash_file(path: &Path, keep: u64) -> Result<(String, u64, Option<Vec<u8>>, Option<String>)> {
+fn hash_file(path: &Path, keep: u64) -> Result<Hashed> {
     let file = open_regular(path)?;
     let len = file.metadata().context("cannot stat")?.len();
     let mut h = Hashing {
@@ -188,15 +192,16 @@ fn hash_file(path: &Path, keep: u64) -> Result<(String, u64, Option<Vec<u8>>, Op
         kept: (len <= keep).then(Vec::new),
         io_error: None,
     };
-    let mut tar = TarReader::new(&mut h);
-    let tar_problem = loop {
-        match tar.next_member() {
-            Ok(Some(_)) => {}
-            Ok(None) => break None,
-            Err(e) => break Some(e.to_string()),
+    let tar_problem = {
+        let mut tar = TarReader::new(&mut h);
+        loop {
+            match tar.next_member() {
+                Ok(Some(_)) => {}
+                Ok(None) => break None,
+                Err(e) => break Some(e.to_string()),
+            }
         }
     };
-    drop(tar);
     // The rest: the end-of-archive blocks and record padding.
     let rest = io::copy(&mut h, &mut io::sink());
     if let Some(e) = h.io_error.take() {
@@ -368,7 +373,10 @@ mod tests {
         let dir = dir_with(Some(hex.as_bytes()), Some(junk));
         let e = err(&dir);
         assert!(e.contains("layer.tar: is not a valid tar archive"), "{e}");
-        let dir = dir_with(Some(crate::digest::hex(&Sha256::digest(b"")).as_bytes()), Some(b""));
+        let dir = dir_with(
+            Some(crate::digest::hex(&Sha256::digest(b"")).as_bytes()),
+            Some(b""),
+        );
         assert!(err(&dir).contains("is empty, not a tar archive"));
     }
 

@@ -160,8 +160,7 @@ pub fn check_paths(layers: &[Vec<String>], store_dir: &str) -> Result<()> {
                 );
             }
             let path = Path::new(OsStr::from_bytes(&disk));
-            fs::symlink_metadata(path)
-                .with_context(|| format!("store path {}", path.display()))?;
+            fs::symlink_metadata(path).with_context(|| format!("store path {}", path.display()))?;
         }
     }
     Ok(())
@@ -410,8 +409,13 @@ mod tests {
                 "{bad}: {err}"
             );
         }
-        for deep in ["/nix/store/abc-x/sub", "/nix/store/abc-x/../abc-y/etc/passwd"] {
-            let err = checked_store_path(deep, "/nix/store").unwrap_err().to_string();
+        for deep in [
+            "/nix/store/abc-x/sub",
+            "/nix/store/abc-x/../abc-y/etc/passwd",
+        ] {
+            let err = checked_store_path(deep, "/nix/store")
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("not a direct child") || err.contains("outside"),
                 "{deep}: {err}"

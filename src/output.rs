@@ -331,7 +331,8 @@ impl Output {
             Some(Sink::Zstd(e)) => e.finish().context("cannot finish zstd output")?,
             None => return Ok(()),
         };
-        file.flush().with_context(|| format!("{name}: cannot write"))?;
+        file.flush()
+            .with_context(|| format!("{name}: cannot write"))?;
         match self.temp.take() {
             Some(temp) => temp.commit(file),
             None => Ok(()),
@@ -537,7 +538,10 @@ mod tests {
         // Every name taken: an error, still nothing followed.
         let (_, _t) = TempFile::beside_with(&target, 1).unwrap();
         let e = TempFile::beside_with(&target, 1).unwrap_err();
-        assert!(format!("{e:#}").contains("cannot create a temporary file"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("cannot create a temporary file"),
+            "{e:#}"
+        );
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         fs::remove_dir_all(&d).unwrap();
     }

@@ -72,7 +72,9 @@ fn run_within(args: &[&OsStr], limit: Duration) -> std::process::Output {
 }
 
 /// Runs the executable to completion and returns its output and peak RSS
-/// in MiB (from wait4's rusage: this child only).
+/// in MiB (from wait4's rusage: this child only). wait4 reaps the child,
+/// which `Child::wait` cannot report the rusage of.
+#[allow(clippy::zombie_processes)]
 fn run_measured(args: &[&OsStr]) -> (std::process::Output, u64) {
     let mut child = Command::new(bin())
         .args(args)
@@ -82,7 +84,12 @@ fn run_measured(args: &[&OsStr]) -> (std::process::Output, u64) {
         .spawn()
         .unwrap();
     let mut stderr = Vec::new();
-    child.stderr.take().unwrap().read_to_end(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
     let mut status = 0;
     // SAFETY: a zeroed rusage is valid; wait4 reaps our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -135,7 +142,11 @@ fn output_to_dev_stdout_redirected_to_a_file_writes_the_file() {
             .stdout(fs::File::create(&redirected).unwrap())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(fs::read(&redirected).unwrap() == expected, "{how:?}");
         assert!(fs::symlink_metadata(&link)
             .unwrap()
@@ -164,7 +175,11 @@ fn closed_stdout_is_an_error() {
         .arg(&conf)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A store with one big sparse file, so that streaming takes long enough
@@ -204,7 +219,10 @@ fn signals_mid_stream_leave_no_file() {
             if busy {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "no temporary file appeared");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no temporary file appeared"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         let names = entries(&out_dir);
@@ -215,8 +233,16 @@ fn signals_mid_stream_leave_no_file() {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
         let status = child.wait().unwrap();
-        assert_eq!(status.signal(), Some(sig), "dies of signal {sig}: {status:?}");
-        assert!(entries(&out_dir).is_empty(), "signal {sig} left {:?}", entries(&out_dir));
+        assert_eq!(
+            status.signal(),
+            Some(sig),
+            "dies of signal {sig}: {status:?}"
+        );
+        assert!(
+            entries(&out_dir).is_empty(),
+            "signal {sig} left {:?}",
+            entries(&out_dir)
+        );
     }
 }
 
@@ -263,9 +289,10 @@ fn docker_archive(layers: &[Vec<u8>], diff_ids: &[String], names: &[&str]) -> Ve
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .unwrap();
-    let manifest =
-        serde_json::to_vec(&json!([{"Config": "config.json", "RepoTags": ["b:1"], "Layers": names}]))
-            .unwrap();
+    let manifest = serde_json::to_vec(
+        &json!([{"Config": "config.json", "RepoTags": ["b:1"], "Layers": names}]),
+    )
+    .unwrap();
     let mut files: Vec<(&str, &[u8])> = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         files.push((names[i], l));
@@ -312,12 +339,20 @@ fn huge_header_base(dir: &Scratch, name: &str, kind: u8, size: u64) -> PathBuf {
 fn hostile_base_images_cost_bounded_memory() {
     let dir = Scratch::new("bomb");
     let mut cases = Vec::new();
-    for (name, kind) in [("pax.tar.gz", b'x'), ("longname.tar.gz", b'L'), ("longlink.tar.gz", b'K')] {
-        cases.push((huge_header_base(&dir, name, kind, 256 << 20), "the limit is"));
+    for (name, kind) in [
+        ("pax.tar.gz", b'x'),
+        ("longname.tar.gz", b'L'),
+        ("longlink.tar.gz", b'K'),
+    ] {
+        cases.push((
+            huge_header_base(&dir, name, kind, 256 << 20),
+            "the limit is",
+        ));
     }
     // manifest.json of 100 MiB of spaces (valid JSON whitespace, if read).
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(&header("manifest.json", b'0', 100 << 20)).unwrap();
+    e.write_all(&header("manifest.json", b'0', 100 << 20))
+        .unwrap();
     let spaces = vec![b' '; 1 << 20];
     for _ in 0..100 {
         e.write_all(&spaces).unwrap();
@@ -343,7 +378,11 @@ fn hostile_base_images_cost_bounded_memory() {
             run_measured(&[conf.as_os_str(), OsStr::new("-o"), out_file.as_os_str()]);
         let line = one_line_error(&out, needle);
         assert!(line.contains(&base.display().to_string()), "{line}");
-        assert!(peak_mib < 100, "{}: peak RSS {peak_mib} MiB", base.display());
+        assert!(
+            peak_mib < 100,
+            "{}: peak RSS {peak_mib} MiB",
+            base.display()
+        );
         assert!(!out_file.exists(), "no image");
     }
 }
@@ -358,7 +397,10 @@ fn fifo_and_device_base_images_are_refused_at_once() {
         let conf = dir.conf("conf.json", &base_conf(base));
         let out = run_within(&[conf.as_os_str()], Duration::from_secs(1));
         let line = one_line_error(&out, "not a docker-archive tarball");
-        assert!(line.contains("is a FIFO") || line.contains("is a device"), "{line}");
+        assert!(
+            line.contains("is a FIFO") || line.contains("is a device"),
+            "{line}"
+        );
     }
 }
 
@@ -388,7 +430,11 @@ fn base_layer_with_a_wrong_diff_id_is_refused() {
         let line = one_line_error(&out, "does not match its diff_id");
         assert!(line.contains("layer 2 (2/layer.tar)"), "{line}");
         assert!(line.contains(&sha256(&tampered)), "{line}");
-        assert!(entries(&out_dir).is_empty(), "no file: {:?}", entries(&out_dir));
+        assert!(
+            entries(&out_dir).is_empty(),
+            "no file: {:?}",
+            entries(&out_dir)
+        );
     }
 }
 
@@ -480,12 +526,21 @@ fn customisation_layer_tar_must_be_a_tar() {
 #[test]
 fn repo_tag_is_checked_as_docker_will() {
     let dir = Scratch::new("repo-tag");
-    for bad in ["Upper:case", "with space:t", "new\nline:t", "no-tag", "a:b:c"] {
+    for bad in [
+        "Upper:case",
+        "with space:t",
+        "new\nline:t",
+        "no-tag",
+        "a:b:c",
+    ] {
         let mut conf = basic_conf();
         conf["repo_tag"] = json!(bad);
         let out = run_conf(&dir, &conf, &[]);
         let line = one_line_error(&out, "repo_tag");
-        assert!(line.contains("NAME:TAG") || line.contains("NAME["), "{line}");
+        assert!(
+            line.contains("NAME:TAG") || line.contains("NAME["),
+            "{line}"
+        );
         assert!(out.stdout.is_empty());
         let out = run_conf(&dir, &basic_conf(), &["-t", bad]);
         one_line_error(&out, "repo_tag");
@@ -494,7 +549,11 @@ fn repo_tag_is_checked_as_docker_will() {
     let mut conf = basic_conf();
     conf["repo_tag"] = json!("Bad Tag");
     let out = run_conf(&dir, &conf, &["-t", "good:tag"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A store path listed twice, in one layer or across layers, is named.
@@ -505,7 +564,10 @@ fn duplicate_store_paths_are_errors() {
     let layers = conf["store_layers"].as_array().unwrap().clone();
     let first = layers[0][0].as_str().unwrap().to_owned();
     for (layers, needle) in [
-        (json!([[first.clone(), first.clone()]]), "listed twice in store layer 1"),
+        (
+            json!([[first.clone(), first.clone()]]),
+            "listed twice in store layer 1",
+        ),
         (
             json!([[first.clone()], [format!("{first}/")]]),
             "listed in store layers 1 and 2",
@@ -568,7 +630,14 @@ fn a_file_growing_while_streamed_is_an_error() {
             }
         })
     };
-    let out = run(&[conf.as_os_str(), OsStr::new("-o"), dir.path("img.tar").as_os_str()], &[]);
+    let out = run(
+        &[
+            conf.as_os_str(),
+            OsStr::new("-o"),
+            dir.path("img.tar").as_os_str(),
+        ],
+        &[],
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
     one_line_error(&out, "grew while streaming");
@@ -591,9 +660,16 @@ fn more_than_125_layers_warns() {
     conf["store_dir"] = json!(store);
     conf["store_layers"] = Value::Array(layers);
     let out = run_conf(&dir, &conf, &["-q"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("126 layers") && err.contains("more than 125"), "{err}");
+    assert!(
+        err.contains("126 layers") && err.contains("more than 125"),
+        "{err}"
+    );
     let mut conf2 = conf.clone();
     conf2["store_layers"].as_array_mut().unwrap().pop();
     let out = run_conf(&dir, &conf2, &["-q"]);

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(steps) = pipeline::parse(&json) else {
         return;
     };
-    let g = Graph::from_entries(nix::parse_registration(REGISTRATION).unwrap(), "/nix/store")
-        .unwrap();
+    let g =
+        Graph::from_entries(nix::parse_registration(REGISTRATION).unwrap(), "/nix/store").unwrap();
     let _ = pipeline::run(&g, &HashSet::new(), &steps);
 });

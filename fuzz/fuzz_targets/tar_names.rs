@@ -49,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
     encode_header(&h, &mut out);
     out.resize(out.len() + 1024, 0);
     let mut reader = TarReader::new(&out[..]);
-    let m = reader.next_member().expect("a valid header").expect("one member");
+    let m = reader
+        .next_member()
+        .expect("a valid header")
+        .expect("one member");
     let mut want = name.to_vec();
     if kind == Kind::Directory {
         want.push(b'/');
@@ -57,5 +60,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(m.name, want, "name round trip");
     assert_eq!(m.link, link, "link round trip");
     assert_eq!(m.size, 0);
-    assert!(reader.next_member().expect("an end").is_none(), "one member only");
+    assert!(
+        reader.next_member().expect("an end").is_none(),
+        "one member only"
+    );
 });

@@ -214,9 +214,10 @@ impl BaseImage {
             let mut spool = if again.is_empty() {
                 None
             } else {
-                Some(tempfile::tempfile().with_context(|| {
-                    format!("{}: cannot create a temporary file", ctx())
-                })?)
+                Some(
+                    tempfile::tempfile()
+                        .with_context(|| format!("{}: cannot create a temporary file", ctx()))?,
+                )
             };
             self.serve(first, &mut reader.data(), spool.as_mut(), &mut digests, f)?;
             served[first] = true;

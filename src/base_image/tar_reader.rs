@@ -136,8 +136,10 @@ impl<R: Skip> TarReader<R> {
                     match typeflag {
                         b'L' => long_name = Some(self.read_ext(size, MAX_NAME, "GNU long name")?),
                         b'K' => long_link = Some(self.read_ext(size, MAX_NAME, "GNU long link")?),
-                        b'x' => pax = Pax::parse(&self.read_ext(size, MAX_PAX, "PAX header")?)
-                            .map_err(|e| self.bad(e))?,
+                        b'x' => {
+                            pax = Pax::parse(&self.read_ext(size, MAX_PAX, "PAX header")?)
+                                .map_err(|e| self.bad(e))?
+                        }
                         _ => {} // global PAX header: skipped with the data
                     }
                     continue;
@@ -245,9 +247,7 @@ impl<R: Skip> TarReader<R> {
     /// Reads an extension header's data, refusing more than `max` bytes.
     fn read_ext(&mut self, size: u64, max: u64, what: &str) -> io::Result<Vec<u8>> {
         if size > max {
-            return Err(self.bad(format!(
-                "a {what} of {size} bytes (the limit is {max})"
-            )));
+            return Err(self.bad(format!("a {what} of {size} bytes (the limit is {max})")));
         }
         let mut bytes = vec![0u8; size as usize];
         let mut got = 0;
@@ -439,7 +439,10 @@ mod tests {
         t.extend([0u8; 1024]);
         let m = all(&t).unwrap();
         assert_eq!(m.len(), 2);
-        assert_eq!((m[0].name.as_slice(), m[0].size, m[0].data_pos), (&b"a.json"[..], 2, 512));
+        assert_eq!(
+            (m[0].name.as_slice(), m[0].size, m[0].data_pos),
+            (&b"a.json"[..], 2, 512)
+        );
         assert_eq!(m[1].data_pos, 1536);
     }
 

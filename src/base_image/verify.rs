@@ -286,7 +286,10 @@ mod tests {
         let mut r = Verifying::new(&mut src, data.len() as u64, &bad, "layer 1".into(), None);
         let mut buf = vec![0u8; data.len()];
         let e = r.read_exact(&mut buf).unwrap_err().to_string();
-        assert!(e.contains("layer 1") && e.contains("does not match its diff_id"), "{e}");
+        assert!(
+            e.contains("layer 1") && e.contains("does not match its diff_id"),
+            "{e}"
+        );
         assert!(r.finish().is_err());
     }
 
