@@ -148,8 +148,11 @@ pub fn tar_error(e: &std::io::Error, previous: Option<&Member>) -> anyhow::Error
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(120)
         .collect();
+    // Our reader's own messages say what and where already.
+    if cause.starts_with("is not a valid tar archive") || cause.starts_with("has a") {
+        return anyhow::anyhow!("{cause}");
+    }
     match previous {
-        None if cause.starts_with("is not a valid tar archive") => anyhow::anyhow!("{cause}"),
         None => anyhow::anyhow!("is not a valid tar archive ({cause})"),
         Some(m) => anyhow::anyhow!(
             "is not a valid tar archive or is truncated after member {} ({cause})",

@@ -247,7 +247,10 @@ impl<R: Skip> TarReader<R> {
     /// Reads an extension header's data, refusing more than `max` bytes.
     fn read_ext(&mut self, size: u64, max: u64, what: &str) -> io::Result<Vec<u8>> {
         if size > max {
-            return Err(self.bad(format!("a {what} of {size} bytes (the limit is {max})")));
+            return Err(invalid(format!(
+                "has a {what} of {size} bytes at offset {} (the limit is {max})",
+                self.header_pos
+            )));
         }
         let mut bytes = vec![0u8; size as usize];
         let mut got = 0;
