@@ -371,6 +371,15 @@ fn hostile_base_images_cost_bounded_memory() {
     let p = dir.path("bomb.tar.gz");
     fs::write(&p, e.finish().unwrap()).unwrap();
     cases.push((p, "base image"));
+    // The same as a zstd bomb.
+    let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    e.write_all(&header("bomb", b'0', 1 << 30)).unwrap();
+    for _ in 0..1024 {
+        e.write_all(&zeros).unwrap();
+    }
+    let p = dir.path("bomb.tar.zst");
+    fs::write(&p, e.finish().unwrap()).unwrap();
+    cases.push((p, "base image"));
     for (base, needle) in cases {
         let conf = dir.conf("conf.json", &base_conf(&base));
         let out_file = dir.path("out.tar");
