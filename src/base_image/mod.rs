@@ -3,9 +3,9 @@
 //!
 //! Mirrors nixpkgs' `load_from_image` / `add_base_layers`: the first entry
 //! of `manifest.json` names the image config and the layer members, the
-//! config's `rootfs.diff_ids` give each layer's diff_id (layers are never
-//! re-hashed, so a gzip-compressed layer member passes through as stored),
-//! and only `Env` of the base's `config` is inherited ([`merge_config`]).
+//! config's `rootfs.diff_ids` give each layer's diff_id (a gzip-compressed
+//! layer member passes through as stored), and only `Env` of the base's
+//! `config` is inherited ([`merge_config`]).
 //!
 //! Formats read: legacy `docker save` (`<id>/layer.tar`, possibly a symlink
 //! to another id's layer), Engine ≥ 25 `docker save` (OCI layout whose
@@ -16,8 +16,13 @@
 //! Unlike the reference, which trusts the archive, every problem is a
 //! one-line error naming the base image: not a tar, truncated, no
 //! `manifest.json`, a manifest naming missing members, member names that
-//! are absolute or contain `..`, layer members that are not files, and a
-//! layer count that differs from the diff_id count.
+//! are absolute or contain `..`, layer members that are not files, a
+//! layer count that differs from the diff_id count, a file that is not a
+//! regular file (refused before it is read: a FIFO would hang), and a layer
+//! whose bytes do not match its diff_id (checked while it is copied, see
+//! `verify`). The archive is untrusted: memory stays bounded whatever its
+//! headers claim ([`tar_reader`]'s limits, [`MAX_JSON`] for `manifest.json`
+//! and the config, zstd windows of at most 128 MiB).
 
 mod env;
 mod index;
