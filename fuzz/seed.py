@@ -38,9 +38,9 @@ for f in sorted((vec / "layering").glob("*.json")):
         put("pipeline", f.stem, json.dumps(v["pipeline"]))
 for i, p in enumerate([
     [["popularity_contest"], ["limit_layers", 2]],
-    [["split_paths", ["/nix/store/cccc-c"]], ["over", "rest", ["pipe", [["popularity_contest"], ["reverse"]]]]],
-    [["subcomponent_out", ["/nix/store/bbbb-b"]], ["map", ["split_every", 1]], ["flatten"]],
-    [["remove_paths", ["/nix/store/dddd-d"]], ["subcomponent_in", ["/nix/store/aaaa-a"]], ["split_every", 2]],
+    [["split_paths", ["/nix/store/cccccccccccccccccccccccccccccccc-c"]], ["over", "rest", ["pipe", [["popularity_contest"], ["reverse"]]]]],
+    [["subcomponent_out", ["/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b"]], ["map", ["split_every", 1]], ["flatten"]],
+    [["remove_paths", ["/nix/store/dddddddddddddddddddddddddddddddd-d"]], ["subcomponent_in", ["/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a"]], ["split_every", 2]],
 ]):
     put("pipeline", f"handmade-{i}", json.dumps(p))
 

@@ -9,10 +9,10 @@ use stream_layered_image::graph::Graph;
 use stream_layered_image::layering::pipeline;
 use stream_layered_image::nix;
 
-const REGISTRATION: &str = "/nix/store/aaaa-a\n\n100\n\n2\n/nix/store/bbbb-b\n/nix/store/cccc-c\n\
-/nix/store/bbbb-b\n\n20\n\n1\n/nix/store/cccc-c\n\
-/nix/store/cccc-c\n\n3\n\n0\n\
-/nix/store/dddd-d\n\n7\n\n1\n/nix/store/cccc-c\n";
+const REGISTRATION: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a\n\n100\n\n2\n/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b\n/nix/store/cccccccccccccccccccccccccccccccc-c\n\
+/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b\n\n20\n\n1\n/nix/store/cccccccccccccccccccccccccccccccc-c\n\
+/nix/store/cccccccccccccccccccccccccccccccc-c\n\n3\n\n0\n\
+/nix/store/dddddddddddddddddddddddddddddddd-d\n\n7\n\n1\n/nix/store/cccccccccccccccccccccccccccccccc-c\n";
 
 fuzz_target!(|data: &[u8]| {
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(data) else {
