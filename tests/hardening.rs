@@ -385,13 +385,13 @@ fn hostile_base_images_cost_bounded_memory() {
         let out_file = dir.path("out.tar");
         let (out, peak_mib) =
             run_measured(&[conf.as_os_str(), OsStr::new("-o"), out_file.as_os_str()]);
-        let line = one_line_error(&out, needle);
-        assert!(line.contains(&base.display().to_string()), "{line}");
         assert!(
             peak_mib < 100,
             "{}: peak RSS {peak_mib} MiB",
             base.display()
         );
+        let line = one_line_error(&out, needle);
+        assert!(line.contains(&base.display().to_string()), "{line}");
         assert!(!out_file.exists(), "no image");
     }
 }
