@@ -396,6 +396,28 @@ fn hostile_base_images_cost_bounded_memory() {
     }
 }
 
+/// A zstd base whose frame asks for a 256 MiB window is refused (zstd's
+/// default limit is 128 MiB), in one line.
+#[test]
+fn zstd_window_over_the_limit_is_refused() {
+    let dir = Scratch::new("zstd-window");
+    let layer = tar_of(&[("etc/a", b"a\n")]);
+    let archive = docker_archive(
+        std::slice::from_ref(&layer),
+        &[sha256(&layer)],
+        &["1/layer.tar"],
+    );
+    let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    e.window_log(28).unwrap();
+    e.long_distance_matching(true).unwrap();
+    e.write_all(&archive).unwrap();
+    let base = dir.path("base.tar.zst");
+    fs::write(&base, e.finish().unwrap()).unwrap();
+    let out = run_conf(&dir, &base_conf(&base), &[]);
+    let line = one_line_error(&out, "base image");
+    assert!(line.contains("memory limit (a zstd window"), "{line}");
+}
+
 /// A FIFO (or a device) as `from_image` is refused at once, not read.
 #[test]
 fn fifo_and_device_base_images_are_refused_at_once() {

@@ -152,6 +152,12 @@ pub fn tar_error(e: &std::io::Error, previous: Option<&Member>) -> anyhow::Error
     if cause.starts_with("is not a valid tar archive") || cause.starts_with("has a") {
         return anyhow::anyhow!("{cause}");
     }
+    // zstd refuses frames whose window needs more than we allow.
+    if cause.contains("too much memory") {
+        return anyhow::anyhow!(
+            "cannot be decompressed within the memory limit (a zstd window over 128 MiB: {cause})"
+        );
+    }
     match previous {
         None => anyhow::anyhow!("is not a valid tar archive ({cause})"),
         Some(m) => anyhow::anyhow!(
