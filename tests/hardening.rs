@@ -371,6 +371,14 @@ fn hostile_base_images_cost_bounded_memory() {
     let p = dir.path("bomb.tar.gz");
     fs::write(&p, e.finish().unwrap()).unwrap();
     cases.push((p, "base image"));
+    // A million empty members (a small file): the index stops growing.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 0..1_000_000 {
+        e.write_all(&header(&format!("m{i}"), b'0', 0)).unwrap();
+    }
+    let p = dir.path("members.tar.gz");
+    fs::write(&p, e.finish().unwrap()).unwrap();
+    cases.push((p, "more than 100000 members"));
     // The same as a zstd bomb.
     let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
     e.write_all(&header("bomb", b'0', 1 << 30)).unwrap();

@@ -22,6 +22,16 @@ use super::tar_reader::{RawMember, Skip, TarReader};
 /// and parsing costs several times the size.
 pub const MAX_JSON: u64 = 8 << 20;
 
+/// Members indexed at most: a docker-archive has a few per layer (and
+/// Docker takes 125 layers), so this only stops a hostile archive of
+/// millions of empty members from growing the index without bound.
+pub const MAX_MEMBERS: usize = 100_000;
+/// Bytes of member names indexed at most, for the same reason.
+pub const MAX_NAME_BYTES: usize = 16 << 20;
+/// Bytes of JSON members kept during a compressed scan at most; past it a
+/// member is read again when needed instead of kept.
+const MAX_KEPT_BYTES: usize = 3 * MAX_JSON as usize;
+
 /// Blobs up to this size whose first byte is `{` are kept during a
 /// compressed scan: in the OCI layout the image config is such a blob and
 /// keeping it spares a second decompressing pass.
@@ -68,6 +78,7 @@ impl Index {
     /// hold on to small JSON members (used when the stream cannot seek).
     pub fn scan<R: Skip>(reader: &mut TarReader<R>, keep_json: bool) -> Result<Index> {
         let mut index = Index::default();
+        let (mut names, mut kept) = (0usize, 0usize);
         loop {
             let raw = match reader.next_member() {
                 Ok(Some(raw)) => raw,
@@ -76,8 +87,17 @@ impl Index {
             };
             let member = member_of(&raw).context("has an unsafe member name")?;
             let i = index.members.len();
-            if keep_json && wants_json(&member) {
+            names += member.name.len();
+            if i >= MAX_MEMBERS || names > MAX_NAME_BYTES {
+                bail!(
+                    "has more than {MAX_MEMBERS} members or {} MiB of member names; \
+                     a docker-archive has a few per layer",
+                    MAX_NAME_BYTES >> 20
+                );
+            }
+            if keep_json && wants_json(&member) && kept + member.size as usize <= MAX_KEPT_BYTES {
                 if let Some(bytes) = read_json_candidate(&mut reader.data(), &member)? {
+                    kept += bytes.len();
                     index.kept.insert(i, bytes);
                 }
             }
