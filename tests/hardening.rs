@@ -361,19 +361,40 @@ fn hostile_base_images_cost_bounded_memory() {
     let p = dir.path("manifest.tar.gz");
     fs::write(&p, e.finish().unwrap()).unwrap();
     cases.push((p, "too large"));
-    // A gzip bomb: 1 GiB of zeros in a member, from a file of about 1 MiB.
+    // A gzip bomb: 256 MiB of zeros in a member, from a file of 256 KiB.
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    e.write_all(&header("bomb", b'0', 1 << 30)).unwrap();
+    e.write_all(&header("bomb", b'0', 256 << 20)).unwrap();
     let zeros = vec![0u8; 1 << 20];
-    for _ in 0..1024 {
+    for _ in 0..256 {
         e.write_all(&zeros).unwrap();
     }
     let p = dir.path("bomb.tar.gz");
     fs::write(&p, e.finish().unwrap()).unwrap();
     cases.push((p, "base image"));
-    // A million empty members (a small file): the index stops growing.
+    // The largest manifest.json and config accepted, made of the JSON that
+    // costs the most memory per byte (one-letter strings, empty lists).
+    // Built as text: a tree of JSON values here would stay in this
+    // process's heap, and wait4's peak counts the parent's pages a child
+    // was spawned with.
+    let layers = vec!["\"a\""; (1 << 20) / 4 - 20].join(",");
+    let manifest = format!("[{{\"Config\":\"c.json\",\"Layers\":[{layers}]}}]");
+    let config = format!(
+        "{{\"history\":[{}]}}",
+        vec!["[]"; (2 << 20) / 3 - 40].join(",")
+    );
+    let p = dir.path("json.tar");
+    fs::write(
+        &p,
+        tar_of(&[
+            ("manifest.json", manifest.as_bytes()),
+            ("c.json", config.as_bytes()),
+        ]),
+    )
+    .unwrap();
+    cases.push((p, "image config c.json"));
+    // 200 000 empty members (a small file): the index stops growing.
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    for i in 0..1_000_000 {
+    for i in 0..200_000 {
         e.write_all(&header(&format!("m{i}"), b'0', 0)).unwrap();
     }
     let p = dir.path("members.tar.gz");
@@ -381,8 +402,8 @@ fn hostile_base_images_cost_bounded_memory() {
     cases.push((p, "more than 100000 members"));
     // The same as a zstd bomb.
     let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
-    e.write_all(&header("bomb", b'0', 1 << 30)).unwrap();
-    for _ in 0..1024 {
+    e.write_all(&header("bomb", b'0', 256 << 20)).unwrap();
+    for _ in 0..256 {
         e.write_all(&zeros).unwrap();
     }
     let p = dir.path("bomb.tar.zst");

@@ -17,10 +17,12 @@ use anyhow::{bail, Context, Result};
 
 use super::tar_reader::{RawMember, Skip, TarReader};
 
-/// The largest manifest.json or image config we read into memory: real
-/// ones are a few KiB (a config with a long history, some hundred KiB),
-/// and parsing costs several times the size.
-pub const MAX_JSON: u64 = 8 << 20;
+/// The largest image config we read into memory: real ones are a few KiB
+/// (one with a long history, some hundred KiB), and parsed JSON costs up
+/// to 40 times its size (a list of one-letter strings).
+pub const MAX_JSON: u64 = 2 << 20;
+/// The largest manifest.json: a few hundred bytes per image in it.
+pub const MAX_MANIFEST: u64 = 1 << 20;
 
 /// Members indexed at most: a docker-archive has a few per layer (and
 /// Docker takes 125 layers), so this only stops a hostile archive of

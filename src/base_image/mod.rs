@@ -21,8 +21,9 @@
 //! regular file (refused before it is read: a FIFO would hang), and a layer
 //! whose bytes do not match its diff_id (checked while it is copied, see
 //! `verify`). The archive is untrusted: memory stays bounded whatever its
-//! headers claim ([`tar_reader`]'s limits, [`MAX_JSON`] for `manifest.json`
-//! and the config, zstd windows of at most 128 MiB).
+//! headers claim ([`tar_reader`]'s limits, [`MAX_MANIFEST`], [`MAX_JSON`]
+//! for the config, [`MAX_MEMBERS`], [`MAX_NAME_BYTES`], zstd windows of at
+//! most 128 MiB).
 
 mod env;
 mod index;
@@ -40,8 +41,8 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 pub use env::merge_config;
-pub use index::MAX_JSON;
 use index::{tar_error, Index, Member};
+pub use index::{MAX_JSON, MAX_MANIFEST, MAX_MEMBERS, MAX_NAME_BYTES};
 use source::Compression;
 use tar_reader::TarReader;
 
@@ -102,10 +103,10 @@ impl BaseImage {
             }
             bail!("has no manifest.json (not a docker-archive)");
         }
-        let manifest = reader.json("manifest.json")?;
+        let manifest = reader.json("manifest.json", MAX_MANIFEST)?;
         let (config_name, layer_names) = parse_manifest(&manifest)?;
         let config = reader
-            .json(&config_name)
+            .json(&config_name, MAX_JSON)
             .with_context(|| format!("image config {config_name} of manifest.json"))?;
         let diff_ids = diff_ids(&config, &config_name)?;
         check_config_env(&config, &config_name)?;
@@ -304,13 +305,14 @@ struct MemberReader<'a> {
 }
 
 impl MemberReader<'_> {
-    /// Parses member `name` as JSON (key order kept).
-    fn json(&self, name: &str) -> Result<Value> {
+    /// Parses member `name` (at most `limit` bytes) as JSON, key order kept.
+    fn json(&self, name: &str, limit: u64) -> Result<Value> {
         let normal = index::normalize(name).context("manifest.json names an unsafe member")?;
         let (i, m) = self.index.resolve(&normal)?;
         ensure!(
-            m.size <= MAX_JSON,
-            "member {name} is too large for JSON ({} bytes)",
+            m.size <= limit,
+            "member {} is too large ({} bytes; the limit is {limit})",
+            one_line(name),
             m.size
         );
         let bytes = match self.index.kept(i) {
