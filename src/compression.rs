@@ -7,8 +7,9 @@
 //! digest cache remembers. So each codec has one pinned encoder and
 //! parameter set (the encoder crates are pinned in Cargo.lock):
 //!
-//! - gzip: `flate2`'s Rust backend (miniz_oxide), level 6, header with
-//!   mtime 0, no file name, OS byte 255 (what `flate2::GzBuilder` writes);
+//! - gzip: `flate2` with its zlib-rs backend (a Rust port of zlib-ng's
+//!   deflate), level 6, header with mtime 0, no file name, OS byte 255
+//!   (what `flate2::GzBuilder` writes);
 //! - zstd: libzstd via the `zstd` crate, level 3, single-threaded, no
 //!   checksum, no dictionary, content size unset (it is streamed).
 //!
