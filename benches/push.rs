@@ -11,11 +11,14 @@
 //! - ours, that layer alone: image "one" (the new app alone) to another
 //!   repository with an empty cache: reading, compressing and uploading it;
 //! - the anchor, cold and unchanged (a fresh registry of its own):
-//!   `ours conf-a | skopeo copy --dest-tls-verify=false
-//!   --dest-compress-format gzip --dest-compress-level 6
-//!   docker-archive:/dev/stdin docker://127.0.0.1:PORT/sli-bench/STORE:a`
-//!   (our docker-archive is byte for byte nixpkgs' stream; gzip level 6 as
-//!   our layers).
+//!   `ours conf-a >T && skopeo copy --dest-tls-verify=false
+//!   --dest-compress-format gzip --dest-compress-level 6 docker-archive:T
+//!   docker://127.0.0.1:PORT/sli-bench/STORE:a` (our docker-archive is byte
+//!   for byte nixpkgs' stream; gzip level 6 as our layers). Not
+//!   `| skopeo copy docker-archive:/dev/stdin`: skopeo 1.9 cannot read an
+//!   uncompressed archive from a pipe (it reopens the path per member), so
+//!   the anchor spools to a file as skopeo does itself for other streams.
+//!   Its peak RSS is the largest of the shell's children (ours, skopeo).
 //!
 //! Every cold run gets a fresh registry. Targets: unchanged push ≤ 0.3 s
 //! and zero store bytes read (`-v`: `read N bytes from the store`); cold
@@ -261,31 +264,34 @@ fn bench_store(
             let dest = format!("docker://{}/sli-bench/{kind}:a", registry.host());
             let cache = scratch.join("cache-skopeo");
             run::empty_dir(&cache)?;
-            let stream = || {
-                let mut c = Command::new(&opts.exe);
-                c.arg(&images.a).arg("--cache").arg(&cache);
-                c
-            };
-            let skopeo = || {
-                let mut c = Command::new("skopeo");
+            // skopeo 1.9 reads an uncompressed `docker-archive:/dev/stdin`
+            // by reopening the path for each member, which a pipe cannot
+            // serve ("invalid tar header"); it only spools compressed
+            // streams to a temporary file. So the anchor spools it itself:
+            // the stream into a file, then skopeo from that file.
+            let spool = scratch.join("anchor.tar");
+            let anchor = || {
+                let mut c = Command::new("sh");
                 c.args([
-                    "copy",
-                    "--quiet",
-                    "--dest-tls-verify=false",
-                    "--dest-compress-format",
-                    "gzip",
-                    "--dest-compress-level",
-                    "6",
-                    "docker-archive:/dev/stdin",
-                    &dest,
-                ]);
+                    "-c",
+                    "\"$1\" \"$2\" --cache \"$3\" >\"$4\" && \
+                     skopeo copy --quiet --dest-tls-verify=false \
+                       --dest-compress-format gzip --dest-compress-level 6 \
+                       \"docker-archive:$4\" \"$5\"; s=$?; rm -f \"$4\"; exit $s",
+                    "anchor",
+                ])
+                .arg(&opts.exe)
+                .arg(&images.a)
+                .arg(&cache)
+                .arg(&spool)
+                .arg(&dest);
                 c
             };
             let what = "skopeo anchor, cold";
-            let t = run::timed_pipe(what, stream(), skopeo(), &scratch);
+            let t = run::timed(what, anchor(), &scratch);
             step(what, t, &mut r.skopeo_cold)?;
             let what = "skopeo anchor, unchanged";
-            let t = run::timed_pipe(what, stream(), skopeo(), &scratch);
+            let t = run::timed(what, anchor(), &scratch);
             step(what, t, &mut r.skopeo_unchanged)?;
         }
     }
@@ -317,8 +323,8 @@ fn print_store(images: &Images, r: &Results, has_push: bool) {
     line("ours, unchanged (second push)", &r.unchanged, !has_push);
     line("ours, one-leaf change (app 1.0 -> 1.1)", &r.leaf, !has_push);
     line("ours, that layer alone (new repo, empty cache)", &r.one_layer, !has_push);
-    line("ours | skopeo copy, cold", &r.skopeo_cold, false);
-    line("ours | skopeo copy, unchanged", &r.skopeo_unchanged, false);
+    line("ours >T; skopeo copy docker-archive:T, cold", &r.skopeo_cold, false);
+    line("ours >T; skopeo copy docker-archive:T, unch.", &r.skopeo_unchanged, false);
     if !has_push {
         println!("{:<12} targets: SKIPPED (--load/--push not available)", "");
         return;
