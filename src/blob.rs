@@ -7,6 +7,7 @@
 //! callers can produce several in parallel (each call has its own pipeline
 //! and encoder, so the bytes never depend on the thread count). Base layers
 //! come from one pass over the base image ([`produce_base`]).
+#![warn(missing_docs)]
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -219,4 +220,51 @@ pub fn produce_base<W: Write>(
         };
         done(b, layer, out)
     })
+}
+
+/// [`produce`] into a borrowed writer (a registry upload's body): the
+/// pipeline needs an owned writer, so it writes into a bounded channel
+/// drained here into `out`, at most [`CHANNEL_DEPTH`] chunks in flight.
+pub fn produce_into(img: &Image, i: usize, codec: Codec, out: &mut dyn Write) -> Result<Layer> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || produce(img, i, codec, ChannelWriter(tx)).map(|(l, _)| l));
+        let mut failed = None;
+        for chunk in rx.iter() {
+            if failed.is_none() {
+                if let Err(e) = out.write_all(&chunk) {
+                    // Keep draining so the producer ends; report this error.
+                    failed = Some(e);
+                }
+            }
+        }
+        let layer = producer
+            .join()
+            .map_err(|_| anyhow::anyhow!("internal: layer producer panicked"))?;
+        match failed {
+            Some(e) => {
+                Err(anyhow::Error::new(e).context(format!("{}: cannot send", img.describe(i))))
+            }
+            None => layer,
+        }
+    })
+}
+
+/// Chunks in flight between a producer and a borrowed writer.
+const CHANNEL_DEPTH: usize = 4;
+
+/// The sending end of [`produce_into`]'s channel, as an owned writer.
+struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "receiver gone"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

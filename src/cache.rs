@@ -17,6 +17,7 @@
 //! are hashed, and a mismatch with a fact is an error that drops the entry
 //! ([`Known::forget`]). A cache file that does not parse is ignored with a
 //! warning; cache and digests files are read with a size cap.
+#![warn(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

@@ -34,8 +34,9 @@ CONF.json fields (as nixpkgs' streamLayeredImage writes them):
 Progress goes to stderr. Exit status: 0 on success, 1 on any error (one line on stderr),
 2 on bad command-line usage.";
 
-/// Streams a Nix store closure as a docker-archive image (a drop-in for
-/// nixpkgs' stream_layered_image.py).
+/// Streams a Nix store closure as a container image: a docker-archive on
+/// stdout by default (a drop-in for nixpkgs' stream_layered_image.py), or an
+/// OCI archive or layout, a registry push, or a load into Docker or podman.
 #[derive(Debug, Parser)]
 // Like argparse (nixpkgs' streamer): unambiguous prefixes of long options
 // are accepted, and a repeated option's last value wins.
@@ -87,7 +88,7 @@ pub struct Cli {
 
     /// Compress each layer as its own blob (OCI forms and --digests-only):
     /// `none`, `gzip` (level 6, mtime 0) or `zstd` (level 3); deterministic,
-    /// in parallel across cores. Default: none (gzip for --digests-only).
+    /// in parallel across cores. Default: none (gzip for --push and --digests-only).
     #[arg(long, value_enum, value_name = "CODEC")]
     pub layer_compression: Option<Codec>,
 
@@ -110,6 +111,49 @@ pub struct Cli {
     /// and size for --layer-compression) to FILE instead of an image.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["output", "format", "compress", "oci_dir"])]
     pub digests_only: Option<PathBuf>,
+
+    /// Push the image to a registry as REF ([HOST[:PORT]/]NAME[:TAG]; names
+    /// normalised as docker does), repeatable; prints REF@sha256:… on
+    /// stdout. Layers the registry has (digest known from the cache or
+    /// --digests) are skipped without reading them.
+    #[arg(long, value_name = "REF", action = clap::ArgAction::Append,
+          conflicts_with_all = ["output", "format", "compress", "oci_dir", "digests_only"])]
+    pub push: Vec<String>,
+
+    /// With --push: also write the manifest digest to FILE.
+    #[arg(long, value_name = "FILE", requires = "push")]
+    pub digest_file: Option<PathBuf>,
+
+    /// With --push: mount layers the same registry holds in REPO instead of
+    /// uploading them (repeatable).
+    #[arg(long, value_name = "REPO", action = clap::ArgAction::Append, requires = "push")]
+    pub mount_from: Vec<String>,
+
+    /// Registry credentials USER:PASS (visible in `ps`: prefer
+    /// $SLI_REGISTRY_CREDS, `docker login` or `podman login`).
+    #[arg(long, value_name = "USER:PASS", requires = "push")]
+    pub creds: Option<String>,
+
+    /// Allow plain HTTP and skip TLS verification for HOST[:PORT], like
+    /// Docker's insecure-registries (repeatable). Loopback hosts may always
+    /// use plain HTTP.
+    #[arg(long, value_name = "HOST", action = clap::ArgAction::Append, requires = "push")]
+    pub insecure_registry: Vec<String>,
+
+    /// With --push: layers uploaded at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub jobs: usize,
+
+    /// With --push: `oci` manifests (default) or Docker schema 2 (`docker`).
+    #[arg(long, value_enum, default_value = "oci", value_name = "FORMAT")]
+    pub manifest_format: crate::registry::ManifestFormat,
+
+    /// Load the image into Docker (the default; only the layers the daemon
+    /// lacks are sent) or podman, instead of writing it to stdout.
+    #[arg(long, value_enum, value_name = "ENGINE", num_args = 0..=1,
+          default_missing_value = "docker",
+          conflicts_with_all = ["output", "format", "compress", "oci_dir", "digests_only", "push"])]
+    pub load: Option<crate::destination::daemon::Engine>,
 
     /// Also say how many bytes were read from the store.
     #[arg(short = 'v', long)]
@@ -138,11 +182,11 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The per-layer codec: as given, else gzip for --digests-only (what a
-    /// push uses by default) and none elsewhere.
+    /// The per-layer codec: as given, else gzip for --push and
+    /// --digests-only (what a push uses by default) and none elsewhere.
     pub fn codec(&self) -> Codec {
         self.layer_compression
-            .unwrap_or(if self.digests_only.is_some() {
+            .unwrap_or(if self.digests_only.is_some() || !self.push.is_empty() {
                 Codec::Gzip
             } else {
                 Codec::None

@@ -4,6 +4,7 @@
 //! customisation layer, describe the image (the model, with what the digest
 //! cache already knows), choose the destination, write the image.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime};
 
@@ -22,14 +23,19 @@ use stream_layered_image::image::IsoTime;
 use stream_layered_image::model::{self, Destination, Image, Written};
 use stream_layered_image::output::Output;
 use stream_layered_image::progress::{Reporter, Stderr};
+use stream_layered_image::reference::Reference;
+use stream_layered_image::registry::{self, Credential};
 use stream_layered_image::tar::Owner;
-use stream_layered_image::{layer, layering};
+use stream_layered_image::{layer, layering, sbom};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let started = Instant::now();
     match run(&cli) {
         Ok(w) => {
+            for line in &w.notes {
+                println!("{line}");
+            }
             if !cli.quiet {
                 to_stderr(&summary(&w, started));
             }
@@ -78,7 +84,8 @@ fn run(cli: &Cli) -> Result<Written> {
         .map(BaseImage::open)
         .transpose()?;
     let base_count = base.as_ref().map_or(0, |b| b.layers().len());
-    let store_layers = decide_layers(&conf, base_count, cli.explain_layers)?;
+    let sbom_outputs = sbom::pair_outputs(&cli.sbom, &cli.sbom_out)?;
+    let (store_layers, nar_hashes) = decide_layers(&conf, base_count, cli.explain_layers)?;
     layer::check_paths(&store_layers, &conf.store_dir)?;
     let customisation = Customisation::open(&conf.customisation_layer)?;
     let config = match &base {
@@ -93,7 +100,7 @@ fn run(cli: &Cli) -> Result<Written> {
         &customisation_dir,
         &conf.store_dir,
         &owner,
-        &|_| None,
+        &|p| nar_hashes.get(p).cloned(),
     );
     let known = open_known(cli);
     if let Some(file) = &cli.digests {
@@ -122,13 +129,37 @@ fn run(cli: &Cli) -> Result<Written> {
         reporter.warn(&w);
     }
     reporter.finish();
-    written
+    let written = written?;
+    if !sbom_outputs.is_empty() {
+        let diff_ids: Vec<String> = written.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let layers = sbom::image_layers(&diff_ids, base_count, &store_layers)?;
+        let identity = sbom::ImageIdentity {
+            created_unix: Some(created.unix_seconds()),
+            reproducible: conf.created != "now" && conf.mtime != "now",
+            architecture: Some(conf.architecture.clone()),
+            manifest_digest: written.manifest_digest.clone(),
+            ..sbom::ImageIdentity::for_repo_tag(image.repo_tag, &written.image_id)
+        };
+        let graph = conf.layering.as_ref().map(|l| l.graph.as_path());
+        let (input, mut warnings) = sbom::load_input(&cli.conf, graph, layers, identity)?;
+        warnings.extend(sbom::write_sbom_files(&sbom_outputs, &input)?);
+        for w in warnings {
+            reporter.warn(&format!("SBOM: {w}"));
+        }
+    }
+    Ok(written)
 }
 
 /// The one destination the command line asks for; an archive (opened
 /// last, after every input was checked) unless told otherwise.
 fn choose_destination(cli: &Cli) -> Result<Box<dyn Destination>> {
     let codec = cli.codec();
+    if let Some(engine) = cli.load {
+        return Ok(Box::new(destination::daemon::Load { engine }));
+    }
+    if !cli.push.is_empty() {
+        return Ok(Box::new(push_destination(cli, codec)?));
+    }
     if let Some(path) = &cli.digests_only {
         return Ok(Box::new(destination::DigestsOnly {
             path: path.clone(),
@@ -153,6 +184,34 @@ fn choose_destination(cli: &Cli) -> Result<Box<dyn Destination>> {
     }))
 }
 
+/// `--push` and its options.
+fn push_destination(cli: &Cli, codec: Codec) -> Result<destination::registry::Push> {
+    let refs = cli
+        .push
+        .iter()
+        .map(|r| Reference::parse(r).context("--push"))
+        .collect::<Result<Vec<_>>>()?;
+    let creds = cli
+        .creds
+        .as_deref()
+        .map(|c| Credential::parse_user_pass(c).context("--creds"))
+        .transpose()?;
+    let options = registry::Options {
+        insecure_registries: cli.insecure_registry.clone(),
+        creds,
+        jobs: cli.jobs.max(1),
+        ..registry::Options::default()
+    };
+    Ok(destination::registry::Push {
+        refs,
+        options,
+        mount_from: cli.mount_from.clone(),
+        format: cli.manifest_format,
+        codec,
+        digest_file: cli.digest_file.clone(),
+    })
+}
+
 /// What is known before reading: the cache (unless --no-cache).
 fn open_known(cli: &Cli) -> Known {
     if cli.no_cache {
@@ -166,10 +225,13 @@ fn open_known(cli: &Cli) -> Known {
 
 /// The summary line: what was written, how big, which image, how fast.
 fn summary(w: &Written, started: Instant) -> String {
-    let manifest = match &w.manifest_digest {
+    let mut manifest = match &w.manifest_digest {
         Some(d) => format!(", manifest {d}"),
         None => String::new(),
     };
+    if let Some(detail) = &w.detail {
+        manifest.push_str(&format!("; {detail}"));
+    }
     format!(
         "stream-layered-image: {} layer{} ({} new), {:.1} MiB, image {}{manifest}, in {:.2} s\n",
         w.layers.len(),
@@ -181,8 +243,11 @@ fn summary(w: &Written, started: Instant) -> String {
     )
 }
 
+/// The store layers, and each store path's NAR hash where the graph says.
+type Decided = (Vec<Vec<String>>, HashMap<String, String>);
+
 /// The store layers: the conf's `store_layers`, or decided from the graph.
-fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Vec<Vec<String>>> {
+fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Decided> {
     match (&conf.store_layers, &conf.layering) {
         (Some(layers), _) => {
             if explain {
@@ -192,14 +257,22 @@ fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Vec<Ve
                      decided when the image was built; there is nothing to explain\n",
                 );
             }
-            Ok(layers.clone())
+            Ok((layers.clone(), HashMap::new()))
         }
         (None, Some(spec)) => {
             let spec = layering::Spec {
                 debug: spec.debug || explain,
                 ..spec.clone()
             };
-            Ok(layering::decide(&spec, &conf.store_dir, base_count)?.layers)
+            let d = layering::decide(&spec, &conf.store_dir, base_count)?;
+            if spec.debug {
+                to_stderr(&d.explain());
+            } else {
+                for w in &d.warnings {
+                    to_stderr(&format!("stream-layered-image: warning: {w}\n"));
+                }
+            }
+            Ok((d.layers, d.nar_hashes))
         }
         (None, None) => bail!("conf: needs `store_layers` or `layering`"),
     }

@@ -8,6 +8,7 @@
 //! digest, size and media type) and writes the config and manifest it
 //! needs; the config bytes are the same for every destination, so the image
 //! ID is too.
+#![warn(missing_docs)]
 
 use anyhow::Result;
 use serde_json::Value;
@@ -175,6 +176,10 @@ pub struct Written {
     pub image_id: String,
     /// `sha256:<hex>` of the manifest, where the destination writes one.
     pub manifest_digest: Option<String>,
+    /// Lines for stdout when done (`Loaded image: …`, `REF@sha256:…`).
+    pub notes: Vec<String>,
+    /// What the summary line should add (`pushed: 3 blobs present, …`).
+    pub detail: Option<String>,
 }
 
 /// A destination: somewhere an image can be written.

@@ -3,6 +3,7 @@
 //! progress lines (`Creating layer N from paths: [...]`) when stderr is
 //! not a terminal, a live status line (layers, bytes, rate) when it is, and
 //! nothing but warnings with `-q`.
+#![warn(missing_docs)]
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;

@@ -13,6 +13,7 @@
 //! `repo_tag` in the conf and `--push REF` are checked with this grammar,
 //! so an image Docker would refuse is refused before anything is written,
 //! with the rule in the message.
+#![warn(missing_docs)]
 
 use std::fmt;
 

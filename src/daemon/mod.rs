@@ -28,6 +28,7 @@
 //! The HTTP client (`http.rs`) is ours: Unix sockets or loopback TCP, no
 //! async runtime, every read and write bounded in size and time. Nothing
 //! here prints; warnings travel in the report.
+#![warn(missing_docs)]
 
 mod http;
 mod messages;
@@ -247,7 +248,7 @@ impl Daemon {
                     continue;
                 };
                 for chain in chain_ids(&layers) {
-                    if wanted.map_or(true, |w| w.contains(&chain)) {
+                    if wanted.is_none_or(|w| w.contains(&chain)) {
                         known.insert(chain);
                     }
                 }

@@ -71,5 +71,7 @@ pub fn write(img: &Image, path: &Path, codec: Codec) -> Result<Written> {
         bytes: 0,
         image_id: bytes_blob(&config).digest,
         manifest_digest: None,
+        notes: Vec::new(),
+        detail: None,
     })
 }

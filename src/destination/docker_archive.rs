@@ -128,6 +128,8 @@ pub fn write<W: Write + Send + 'static>(
         bytes,
         image_id: format!("sha256:{config_hex}"),
         manifest_digest: None,
+        notes: Vec::new(),
+        detail: None,
     };
     Ok((out, written))
 }

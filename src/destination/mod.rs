@@ -7,16 +7,21 @@
 //! - [`oci_archive`]: an OCI image layout tar (`--format oci`) or one that
 //!   is also a docker-archive (`--format dual`);
 //! - [`oci_dir`]: an OCI image layout directory (`--oci-dir DIR`);
-//! - [`digests`]: only the layers' digests (`--digests-only FILE`).
+//! - [`digests`]: only the layers' digests (`--digests-only FILE`);
+//! - [`registry`]: a registry (`--push REF`);
+//! - [`daemon`]: Docker or podman (`--load`), incrementally for Docker.
 //!
 //! [`oci`] holds the OCI documents they share. Adding a destination is
 //! adding a module and a [`Destination`] for it; the others stay as they are.
+#![warn(missing_docs)]
 
+pub mod daemon;
 pub mod digests;
 pub mod docker_archive;
 pub mod oci;
 pub mod oci_archive;
 pub mod oci_dir;
+pub mod registry;
 
 use std::path::PathBuf;
 

@@ -162,6 +162,8 @@ pub fn write<W: Write + Send + 'static>(
         bytes,
         image_id: config_blob.digest,
         manifest_digest: Some(manifest_blob.digest),
+        notes: Vec::new(),
+        detail: None,
     };
     Ok((out, written))
 }

@@ -78,6 +78,8 @@ pub fn write(img: &Image, dir: &Path, codec: Codec) -> Result<Written> {
         bytes: 0,
         image_id: config_blob.digest,
         manifest_digest: Some(manifest_blob.digest),
+        notes: Vec::new(),
+        detail: None,
     })
 }
 

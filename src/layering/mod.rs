@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::escape::to_stderr;
 use crate::graph::Graph;
 
 /// The `layering` object of the conf: how to layer from the graph.
@@ -69,6 +68,9 @@ pub struct Decision {
     pub left_out: Vec<String>,
     /// Things the user should know (e.g. a pipeline exceeding maxLayers).
     pub warnings: Vec<String>,
+    /// Each graph path's NAR hash, where the graph gives one: it pins the
+    /// path's bytes in the layer's digest-cache key.
+    pub nar_hashes: std::collections::HashMap<String, String>,
 }
 
 impl Decision {
@@ -151,8 +153,8 @@ pub fn layer_budget(max_layers: usize, base_layers: usize) -> Result<usize> {
 
 /// Loads `spec.graph`, checks every path is inside `store_dir`, and decides
 /// the layers: auto-layer within the budget (`spec.pipeline == None`) or
-/// the pipeline; `spec.exclude_paths` land in no layer. With `spec.debug`,
-/// also prints [`Decision::explain`] to stderr.
+/// the pipeline; `spec.exclude_paths` land in no layer. Nothing is printed:
+/// the caller shows [`Decision::explain`] or the warnings as it sees fit.
 pub fn decide(spec: &Spec, store_dir: &str, base_layers: usize) -> Result<Decision> {
     let pipeline = load_pipeline(spec.pipeline.as_ref())?;
     if pipeline.is_none() {
@@ -161,6 +163,10 @@ pub fn decide(spec: &Spec, store_dir: &str, base_layers: usize) -> Result<Decisi
     }
     let shown = spec.graph.display();
     let entries = crate::nix::load_graph(&spec.graph)?;
+    let nar_hashes = entries
+        .iter()
+        .filter_map(|e| Some((e.path.clone(), e.nar_hash.clone()?)))
+        .collect();
     let graph = Graph::from_entries(entries, store_dir)
         .with_context(|| format!("reference graph {shown}"))?;
     let decision = decide_graph(
@@ -170,14 +176,10 @@ pub fn decide(spec: &Spec, store_dir: &str, base_layers: usize) -> Result<Decisi
         base_layers,
         pipeline.as_deref(),
     )?;
-    if spec.debug {
-        to_stderr(&decision.explain());
-    } else {
-        for w in &decision.warnings {
-            to_stderr(&format!("stream-layered-image: warning: {w}\n"));
-        }
-    }
-    Ok(decision)
+    Ok(Decision {
+        nar_hashes,
+        ..decision
+    })
 }
 
 /// The pipeline inline, or read from the file a string names (nixpkgs

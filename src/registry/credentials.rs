@@ -189,7 +189,7 @@ fn from_config(conf: &ConfigFile, registry: &str, repository: &str) -> Result<Op
         let k = normalise_key(key);
         let matches = hosts.contains(&k.as_str())
             || (full.starts_with(&k) && full.as_bytes().get(k.len()) == Some(&b'/'));
-        if matches && best.map_or(true, |(len, _)| k.len() > len) {
+        if matches && best.is_none_or(|(len, _)| k.len() > len) {
             best = Some((k.len(), entry));
         }
     }

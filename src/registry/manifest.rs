@@ -14,7 +14,7 @@ use super::{BlobDigest, Client};
 pub const MANIFEST_CAP: u64 = 4 * 1024 * 1024;
 
 /// Which manifest media types to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ManifestFormat {
     /// `application/vnd.oci.image.manifest.v1+json` (the default).
     Oci,

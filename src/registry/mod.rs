@@ -53,6 +53,7 @@
 //! (`registry 127.0.0.1:5000, repository app: …`); credentials never appear
 //! in an error, however the registry answers (they are redacted from every
 //! message as a last line of defence, and tested).
+#![warn(missing_docs)]
 
 pub mod blob;
 pub mod credentials;

@@ -49,6 +49,7 @@
 //! assert!(warnings.is_empty());
 //! assert!(String::from_utf8(json).unwrap().contains("pkg:nix/hello@2.12.1"));
 //! ```
+#![warn(missing_docs)]
 
 pub mod cyclonedx;
 pub mod hash;

@@ -468,3 +468,100 @@ pub fn nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
 }
+
+// ---------------------------------------------------------------------------
+// Running the streamer and checking what it did (destinations, push, load)
+
+/// Runs the streamer on `conf` with its own cache dir and `args`.
+pub fn stream_conf(conf: &Path, cache: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(exe())
+        .arg(conf)
+        .arg("--cache")
+        .arg(cache)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The fixture's conf through [`stream_conf`].
+pub fn stream(fx: &Fixture, cache: &Path, args: &[&str]) -> std::process::Output {
+    stream_conf(&fx.conf, cache, args)
+}
+
+/// `out`, after checking the run succeeded.
+pub fn ok(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "streamer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The one error line of a failed run (exit 1), which must name `needle`;
+/// nothing on stdout.
+pub fn one_line_error(out: &std::process::Output, needle: &str) -> String {
+    assert_eq!(out.status.code(), Some(1), "exit 1: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("stream-layered-image:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains(needle), "names {needle:?}: {err}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    err
+}
+
+/// The store bytes a `--verbose` run reports having read.
+pub fn store_bytes_read(out: &std::process::Output) -> u64 {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .find_map(|l| l.strip_prefix("stream-layered-image: read "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'read N bytes' line: {err}"))
+}
+
+/// `umoci unpack --image IMAGE BUNDLE` (rootless when not root).
+pub fn umoci_unpack(image: &str, bundle: &Path) {
+    let mut unpack = Command::new("umoci");
+    unpack.arg("unpack");
+    if !is_root() {
+        unpack.arg("--rootless");
+    }
+    run(unpack.arg("--image").arg(image).arg(bundle));
+}
+
+/// The unpacked root filesystem has the files, links and modes the
+/// fixture put in: a third tar reader (Go's) extracts what we wrote.
+pub fn check_rootfs(fx: &Fixture, rootfs: &Path) {
+    let in_root = |p: &Path| rootfs.join(p.strip_prefix("/").unwrap());
+    let busybox = in_root(&fx.store_dir.join(BUSYBOX_PATH).join("bin/busybox"));
+    assert_eq!(fs::read(&busybox).unwrap(), fs::read(BUSYBOX).unwrap());
+    assert_eq!(
+        fs::read_link(rootfs.join("bin/sh")).unwrap(),
+        fx.store_dir.join(BUSYBOX_PATH).join("bin/busybox")
+    );
+    let hello = in_root(&fx.store_dir.join(HELLO_PATH));
+    assert_eq!(mode(&hello.join("bin/hello")), 0o555);
+    assert_eq!(
+        fs::read_link(hello.join("bin/greet")).unwrap(),
+        Path::new("hello")
+    );
+    assert_eq!(
+        fs::read_to_string(hello.join(LONG_NAME)).unwrap(),
+        LONG_TEXT
+    );
+    assert_eq!(
+        fs::read_to_string(hello.join(UTF8_NAME)).unwrap(),
+        "utf-8\n"
+    );
+    // Hard links are copied as regular files (nixpkgs does the same).
+    assert_eq!(
+        fs::read_to_string(hello.join("share/copy.txt")).unwrap(),
+        "shared\n"
+    );
+}

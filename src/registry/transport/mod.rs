@@ -163,6 +163,8 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// The transport for `reference`'s registry: TLS or plain HTTP as the
+    /// options allow, credentials looked up, nothing sent yet.
     pub fn new(reference: &Reference, options: &Options) -> Result<Transport> {
         let host = reference.api_host().to_owned();
         let insecure_hosts: Vec<String> = options.insecure_registries.clone();
