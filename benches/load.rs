@@ -95,6 +95,38 @@ fn remove(tags: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// Removes the images of earlier runs that were killed before their
+/// clean-up (tags `sli-bench-load-…-PID…` whose PID no longer runs): they
+/// would hold the layers a fresh load must send.
+fn remove_stale() -> Result<(), String> {
+    let out = Command::new("docker")
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("docker images: {e}"))?;
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let stale: Vec<&str> = listing
+        .lines()
+        .filter(|tag| {
+            let Some(rest) = tag.strip_prefix("sli-bench-load-") else {
+                return false;
+            };
+            let repo = rest.split(':').next().unwrap_or_default();
+            let pid = repo
+                .split('-')
+                .rev()
+                .find_map(|part| part.parse::<u32>().ok());
+            pid.is_some_and(|pid| {
+                pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+            })
+        })
+        .collect();
+    if !stale.is_empty() {
+        eprintln!("bench load: removing images of killed runs: {}", stale.join(" "));
+    }
+    remove(&stale)
+}
+
 fn image_id(tag: &str) -> Result<String, String> {
     let out = Command::new("docker")
         .args(["image", "inspect", "--format", "{{.Id}}", tag])
@@ -131,6 +163,7 @@ fn bench() -> Result<(), String> {
     if !has_load {
         println!("  --load: SKIPPED (--load/--push not available in this executable)");
     }
+    remove_stale()?;
     let mut results = Vec::new();
     for &kind in &opts.stores {
         let root = opts.dir.join("incremental");
@@ -338,4 +371,17 @@ fn print_store(images: &Images, r: &Results, has_load: bool) {
         ));
     }
     println!("{:<12} targets: {}", "", verdicts.join("; "));
+    // Our own summary lines (layers sent), as printed.
+    for (name, b) in [
+        ("fresh", &r.load_fresh),
+        ("unchanged", &r.load_reload),
+        ("one-leaf", &r.load_leaf),
+    ] {
+        let summary = b.stderr.lines().rev().find(|l| {
+            l.starts_with("stream-layered-image: ") && l.contains(" layer") && l.contains(" in ")
+        });
+        if let Some(summary) = summary {
+            println!("{:<12}   {name}: {}", "", summary.trim());
+        }
+    }
 }
