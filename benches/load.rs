@@ -122,7 +122,10 @@ fn remove_stale() -> Result<(), String> {
         })
         .collect();
     if !stale.is_empty() {
-        eprintln!("bench load: removing images of killed runs: {}", stale.join(" "));
+        eprintln!(
+            "bench load: removing images of killed runs: {}",
+            stale.join(" ")
+        );
     }
     remove(&stale)
 }
@@ -184,7 +187,9 @@ fn bench() -> Result<(), String> {
         print_store(images, r, has_load);
     }
     if cfg!(debug_assertions) {
-        println!("\nunoptimised (debug) build: times are not meaningful; use `cargo bench --bench load`");
+        println!(
+            "\nunoptimised (debug) build: times are not meaningful; use `cargo bench --bench load`"
+        );
     }
     Ok(())
 }
@@ -247,7 +252,11 @@ fn bench_store(
     };
     let step = |what: &str, t: Result<Timed, String>, best: &mut Best| -> Result<(), String> {
         let t = t?;
-        eprintln!("bench load: {}: {what}: {:.3} s", store.name, t.wall.as_secs_f64());
+        eprintln!(
+            "bench load: {}: {what}: {:.3} s",
+            store.name,
+            t.wall.as_secs_f64()
+        );
         best.add(&t);
         Ok(())
     };
@@ -264,7 +273,9 @@ fn bench_store(
             remove(&[&tags.a, &tags.b, &tags.nixpkgs])?;
             let nixpkgs = || {
                 let mut c = Command::new("python3");
-                c.arg(script).arg(&images.a).args(["--repo_tag", &tags.nixpkgs]);
+                c.arg(script)
+                    .arg(&images.a)
+                    .args(["--repo_tag", &tags.nixpkgs]);
                 c
             };
             let what = "nixpkgs | docker load, fresh";
@@ -324,9 +335,16 @@ fn print_store(images: &Images, r: &Results, has_load: bool) {
     }
     line("--load, fresh", &r.load_fresh, !has_load);
     line("--load, unchanged reload", &r.load_reload, !has_load);
-    line("--load, one-leaf change (app 1.0 -> 1.1)", &r.load_leaf, !has_load);
     line(
-        &format!("docker load -i, that layer alone ({:.1} MB)", r.one_layer_mb),
+        "--load, one-leaf change (app 1.0 -> 1.1)",
+        &r.load_leaf,
+        !has_load,
+    );
+    line(
+        &format!(
+            "docker load -i, that layer alone ({:.1} MB)",
+            r.one_layer_mb
+        ),
         &r.one_layer,
         false,
     );

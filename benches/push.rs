@@ -90,10 +90,7 @@ impl Registry {
             .arg("serve")
             .arg(&config)
             .stdin(Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .map_err(|e| format!("registry log: {e}"))?,
-            )
+            .stdout(log.try_clone().map_err(|e| format!("registry log: {e}"))?)
             .stderr(log)
             .spawn()
             .map_err(|e| format!("starting {}: {e}", program.display()))?;
@@ -105,10 +102,15 @@ impl Registry {
             }
             if let Ok(Some(status)) = registry.child.try_wait() {
                 let log = fs::read_to_string(registry.dir.join("registry.log")).unwrap_or_default();
-                return Err(format!("docker-registry exited ({status}){}", run::tail(&log)));
+                return Err(format!(
+                    "docker-registry exited ({status}){}",
+                    run::tail(&log)
+                ));
             }
             if Instant::now() > deadline {
-                return Err(format!("docker-registry did not answer on 127.0.0.1:{port} in 15 s"));
+                return Err(format!(
+                    "docker-registry did not answer on 127.0.0.1:{port} in 15 s"
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -134,7 +136,8 @@ fn ping(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if s.write_all(request.as_bytes()).is_err() {
         return false;
     }
@@ -190,7 +193,9 @@ fn bench() -> Result<(), String> {
         print_store(images, r, has_push);
     }
     if cfg!(debug_assertions) {
-        println!("\nunoptimised (debug) build: times are not meaningful; use `cargo bench --bench push`");
+        println!(
+            "\nunoptimised (debug) build: times are not meaningful; use `cargo bench --bench push`"
+        );
     }
     Ok(())
 }
@@ -319,12 +324,28 @@ fn print_store(images: &Images, r: &Results, has_push: bool) {
                 .map_or_else(|| "-".to_owned(), |n| format!("{:.1}", n as f64 / 1e6))
         );
     };
-    line("ours, cold (empty registry, empty cache)", &r.cold, !has_push);
+    line(
+        "ours, cold (empty registry, empty cache)",
+        &r.cold,
+        !has_push,
+    );
     line("ours, unchanged (second push)", &r.unchanged, !has_push);
     line("ours, one-leaf change (app 1.0 -> 1.1)", &r.leaf, !has_push);
-    line("ours, that layer alone (new repo, empty cache)", &r.one_layer, !has_push);
-    line("ours >T; skopeo copy docker-archive:T, cold", &r.skopeo_cold, false);
-    line("ours >T; skopeo copy docker-archive:T, unch.", &r.skopeo_unchanged, false);
+    line(
+        "ours, that layer alone (new repo, empty cache)",
+        &r.one_layer,
+        !has_push,
+    );
+    line(
+        "ours >T; skopeo copy docker-archive:T, cold",
+        &r.skopeo_cold,
+        false,
+    );
+    line(
+        "ours >T; skopeo copy docker-archive:T, unch.",
+        &r.skopeo_unchanged,
+        false,
+    );
     if !has_push {
         println!("{:<12} targets: SKIPPED (--load/--push not available)", "");
         return;
@@ -366,7 +387,11 @@ fn print_store(images: &Images, r: &Results, has_push: bool) {
     }
     println!("{:<12} targets: {}", "", verdicts.join("; "));
     // Our own summary lines (blobs present / mounted / uploaded), as printed.
-    for (name, b) in [("cold", &r.cold), ("unchanged", &r.unchanged), ("one-leaf", &r.leaf)] {
+    for (name, b) in [
+        ("cold", &r.cold),
+        ("unchanged", &r.unchanged),
+        ("one-leaf", &r.leaf),
+    ] {
         if let Some(summary) = b.stderr.lines().rev().find(|l| l.contains("upload")) {
             println!("{:<12}   {name}: {}", "", summary.trim());
         }

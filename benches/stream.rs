@@ -358,7 +358,13 @@ fn bench_store(
             // That the thread count does not change their bytes is a test.
             let two = compressed(codec, "2");
             let one = compressed(codec, "1");
-            let make = |t: usize| if slot == 0 { Slot::Gzip(t) } else { Slot::Zstd(t) };
+            let make = |t: usize| {
+                if slot == 0 {
+                    Slot::Gzip(t)
+                } else {
+                    Slot::Zstd(t)
+                }
+            };
             if !opts.smoke {
                 contenders.push((make(0), one, opts.compress_runs));
             }
@@ -483,7 +489,11 @@ fn gzip_gnu(archive: &Path) -> Result<Sample, String> {
     let usage = rusage::wait(child).map_err(|e| format!("gzip -6: {e}"))?;
     let wall = start.elapsed();
     if !usage.status.success() {
-        return Err(format!("gzip -6 -c {}: {}", archive.display(), usage.status));
+        return Err(format!(
+            "gzip -6 -c {}: {}",
+            archive.display(),
+            usage.status
+        ));
     }
     Ok(Sample {
         wall,
@@ -854,7 +864,9 @@ fn print_formats(rows: &[Row], opts: &Options) {
             .flatten()
             .filter(|s| s.ran())
             .map(rate)
-            .fold(None, |best: Option<f64>, r| Some(best.map_or(r, |b| b.max(r))));
+            .fold(None, |best: Option<f64>, r| {
+                Some(best.map_or(r, |b| b.max(r)))
+            });
         match (one_core, fm.gzip[1].as_ref()) {
             (Some(base), Some(two)) => {
                 let scaling = rate(two) / base;

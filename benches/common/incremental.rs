@@ -67,7 +67,9 @@ pub fn prepare(
         let mut c = conf.clone();
         c["store_layers"] = serde_json::Value::Array(layers);
         c["repo_tag"] = format!("sli-bench-{kind}-{name}:latest").into();
-        let file = store.conf.with_file_name(format!("conf-{kind}-{name}.json"));
+        let file = store
+            .conf
+            .with_file_name(format!("conf-{kind}-{name}.json"));
         let text = serde_json::to_string_pretty(&c).map_err(io::Error::other)?;
         fs::write(&file, text)?;
         Ok(file)

@@ -4,6 +4,6 @@
 #![allow(dead_code)]
 
 pub mod incremental;
-pub mod rusage;
 pub mod run;
+pub mod rusage;
 pub mod store;

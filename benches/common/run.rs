@@ -175,7 +175,11 @@ pub fn timed_pipe(
     let wall = start.elapsed();
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
     if !usage.status.success() {
-        return Err(format!("{what}: producer {}{}", usage.status, tail(&stderr)));
+        return Err(format!(
+            "{what}: producer {}{}",
+            usage.status,
+            tail(&stderr)
+        ));
     }
     if !drained.success() {
         let cerr = fs::read_to_string(&cerr_path).unwrap_or_default();
