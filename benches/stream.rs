@@ -880,9 +880,13 @@ fn print_formats(rows: &[Row], opts: &Options) {
             _ => verdicts.push("gzip scaling not measured (smoke run)".to_owned()),
         }
         if let (Some(one), Some(two)) = (&fm.gzip[0], &fm.gzip[1]) {
+            // CPU over wall time: how many cores the 2-thread run actually
+            // got. Near 1 means other work held the second core, and the
+            // scaling target cannot be judged from this run.
             verdicts.push(format!(
-                "(gzip 2 threads / 1 thread {:.2})",
-                one.secs() / two.secs().max(1e-9)
+                "(gzip 2 threads / 1 thread {:.2}; the 2-thread run used {:.2} cores)",
+                one.secs() / two.secs().max(1e-9),
+                two.cpu_of_best.as_secs_f64() / two.secs().max(1e-9)
             ));
         }
         let ours = [&row.ours, &fm.dual_cold, &fm.dual_warm]
