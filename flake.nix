@@ -25,6 +25,7 @@
         streamLayeredImage = pkgs: (toolsFor pkgs).streamLayeredImage;
         buildLayeredImage = pkgs: (toolsFor pkgs).buildLayeredImage;
         buildLayeredImageWithNixDb = pkgs: (toolsFor pkgs).buildLayeredImageWithNixDb;
+        streamMultiArchImage = pkgs: (toolsFor pkgs).streamMultiArchImage;
       };
 
       # pkgs.stream-layered-image (the executable) and
@@ -43,6 +44,14 @@
           default = tools.stream-layered-image;
           stream-layered-image = tools.stream-layered-image;
           example = import ./examples/hello.nix { inherit pkgs; };
+        }
+        # The example for amd64 and arm64 under one tag, where nixpkgs has
+        # both package sets (not the offline stand-in, which has one).
+        // lib.optionalAttrs (builtins.length systems == 2) {
+          example-multi = import ./examples/hello-multi.nix {
+            inherit pkgs;
+            pkgsFor = system: nixpkgs.legacyPackages.${system};
+          };
         }
       );
 

@@ -12,7 +12,11 @@
 #     closure roots: the image's base JSON and the customisation layer);
 #   * writes conf.json (with the `meta` of `contents` for the SBOM) and a
 #     wrapper that runs `stream-layered-image CONF "$@"`;
-#   * on demand, `passthru.sbom`: the executable's SPDX / CycloneDX files.
+#   * on demand, `passthru.sbom`: the executable's SPDX / CycloneDX files;
+#   * on demand, `passthru.digests`: every layer's digests (--digests-only),
+#     computed once in the sandbox so a binary cache can carry them; and
+#     nix2container's `copyToRegistry`, `copyToDockerDaemon` and
+#     `copyToPodman` scripts (--push, --load docker, --load podman).
 # No python, no jq: the popularity contest, the layeringPipeline and the
 # fromImage layer count happen in the executable when the image streams.
 {
@@ -27,6 +31,7 @@
   runtimeShell,
   symlinkJoin,
   writeText,
+  writeShellScriptBin,
   stream-layered-image,
   storeDir ? builtins.storeDir,
 }:
@@ -66,6 +71,13 @@ let
     spdx = "spdx.json";
     cyclonedx = "cdx.json";
   };
+
+  # The layer codecs of --layer-compression (copyToRegistry, digests).
+  layerCodecs = [
+    "none"
+    "gzip"
+    "zstd"
+  ];
 
   compressors = {
     none = "";
@@ -127,11 +139,18 @@ let
         "cyclonedx"
       ],
       sbomPackages ? [ ],
+      # Not a nixpkgs argument: how `copyToRegistry` compresses each layer
+      # blob ("gzip", "zstd" or "none"), and so whose blob digests
+      # `passthru.digests` records (gzip: what registries and every client
+      # accept; the executable's default for --push).
+      layerCompression ? "gzip",
     }:
     assert lib.assertMsg (layeringPipeline == null -> maxLayers > 1)
       "the maxLayers argument of dockerTools.buildLayeredImage function must be greather than 1 (current value: ${toString maxLayers})";
     assert lib.assertMsg (builtins.all (f: sbomExtensions ? ${f}) (lib.toList sbom))
       "the sbom argument of streamLayeredImage takes a list of \"spdx\" and \"cyclonedx\" (current value: ${builtins.toJSON sbom})";
+    assert lib.assertMsg (builtins.elem layerCompression layerCodecs)
+      "the layerCompression argument of streamLayeredImage must be one of ${builtins.toJSON layerCodecs} (current value: ${builtins.toJSON layerCompression})";
     assert lib.assertMsg (enableFakechroot -> !stdenv.hostPlatform.isDarwin) ''
       cannot use `enableFakechroot` because `proot` is not portable to Darwin. Workarounds:
             - use `fakeRootCommands` with the restricted `fakeroot` environment
@@ -362,11 +381,56 @@ let
       # `created = "now"` the image, and so its SBOM, differs on every run.
       sbomDrv = runCommand "${baseName}-sbom" { preferLocalBuild = true; allowSubstitutes = false; } ''
         mkdir $out
-        ${exe} ${conf} --quiet ${
+        ${exe} ${conf} --quiet --no-cache ${
           lib.concatMapStrings (
             f: " --sbom ${f} --sbom-out $out/${lib.escapeShellArg "${baseName}.${sbomExtensions.${f}}"}"
           ) (lib.toList sbom)
         } > /dev/null
+      '';
+
+      # Every non-base layer's digests (diff_id, size, and the digest and
+      # size of its `layerCompression` blob), as `--digests-only` writes
+      # them: a function of the store paths, owner and mtime, so computed
+      # once, in the sandbox (the conf's closure holds the whole image),
+      # and substitutable: a CI runner that fetches it from a binary cache
+      # names every blob before reading the store, and an unchanged image
+      # pushes with HEAD requests only. With `mtime = "now"` the layers
+      # differ each time the image streams, so there are none to compute.
+      # Written in the build directory, not straight to $out: the
+      # executable writes atomically through a temporary file beside it.
+      digests =
+        if mtime == "now" then
+          null
+        else
+          runCommand "${baseName}-digests.json" { } ''
+            ${exe} ${conf} --quiet --no-cache --layer-compression ${layerCompression} --digests-only digests.json
+            mv digests.json $out
+          '';
+
+      # nix2container's scripts, with its names: `nix run .#image.copyToRegistry
+      # -- REF [FLAGS]`. Arguments pass through to the executable.
+      copyToRegistry = writeShellScriptBin "copy-to-registry" ''
+        # copy-to-registry [REF] [FLAGS...]: pushes the image to REF
+        # ([HOST[:PORT]/]NAME[:TAG]); without REF (or when the first
+        # argument is a flag) to ${imageName}:${conf.imageTag}, as nix2container does.
+        case "''${1:-}" in
+          "" | -*) ref=${lib.escapeShellArg "${imageName}:${conf.imageTag}"} ;;
+          *)
+            ref=$1
+            shift
+            ;;
+        esac
+        exec ${exe} ${conf} --push "$ref" --layer-compression ${layerCompression}${
+          optionalString (digests != null) " --digests ${digests}"
+        } "$@"
+      '';
+      copyToDockerDaemon = writeShellScriptBin "copy-to-docker-daemon" ''
+        # Loads the image into Docker, sending only the layers it lacks.
+        exec ${exe} ${conf} --load docker "$@"
+      '';
+      copyToPodman = writeShellScriptBin "copy-to-podman" ''
+        # Loads the image into podman.
+        exec ${exe} ${conf} --load podman "$@"
       '';
 
       script =
@@ -380,6 +444,14 @@ let
               inherit conf customisationLayer;
               # SPDX and/or CycloneDX JSON of the image (null with sbom = [ ]).
               sbom = if lib.toList sbom == [ ] then null else sbomDrv;
+              # Layer digests (null with mtime = "now") and nix2container's
+              # copyTo* scripts (not in nixpkgs).
+              inherit
+                digests
+                copyToRegistry
+                copyToDockerDaemon
+                copyToPodman
+                ;
               streamScript = exe;
               # lib.getExe image runs the stream script (see `bin` below).
               bin = binDir;
@@ -444,7 +516,7 @@ let
           inherit stream;
         };
       inherit meta;
-    } "${stream} ${flags} > $out"
+    } "${stream} --no-cache ${flags} > $out"
   );
 
   buildLayeredImageWithNixDb = args: buildLayeredImage (args // { includeNixDB = true; });

@@ -48,9 +48,11 @@ Progress goes to stderr. Exit status: 0 on success, 1 on any error (one line on 
     args_override_self = true
 )]
 pub struct Cli {
-    /// The conf.json written by streamLayeredImage (see below for its fields).
-    #[arg(value_name = "CONF.json")]
-    pub conf: PathBuf,
+    /// The conf.json written by streamLayeredImage (see below for its
+    /// fields). Several confs, one per platform, make one multi-platform
+    /// image (an OCI image index) for --oci-dir, --format oci|dual or --push.
+    #[arg(value_name = "CONF.json", required = true, num_args = 1..)]
+    pub conf: Vec<PathBuf>,
 
     /// Override the repo_tag from the conf (NAME:TAG), as nixpkgs' -t.
     #[arg(
@@ -171,7 +173,9 @@ pub struct Cli {
 
     /// Make an SBOM of the image in FORMAT (SPDX 2.3 or CycloneDX 1.6 JSON);
     /// repeatable, once per format. Each goes to the --sbom-out FILE in the
-    /// same position, and into OCI outputs as an artifact of the image.
+    /// same position, and with --oci-dir, --format oci|dual or --push into
+    /// the image's destination as an OCI referrer of the image (pushed with
+    /// the referrers API, or the sha256-<hex> tag where a registry has none).
     #[arg(long = "sbom", value_name = "FORMAT", value_enum, action = clap::ArgAction::Append)]
     pub sbom: Vec<crate::sbom::SbomFormat>,
 
@@ -216,6 +220,14 @@ mod tests {
         assert_eq!(tag(&["x", "c.json"]), "conf:tag");
         assert_eq!(tag(&["x", "c.json", "-t", ""]), "conf:tag");
         assert_eq!(tag(&["x", "c.json", "-t", "a:b"]), "a:b");
+    }
+
+    #[test]
+    fn several_confs_one_per_platform() {
+        let c = Cli::try_parse_from(["x", "a.json", "b.json", "--oci-dir", "d"]).unwrap();
+        assert_eq!(c.conf, [PathBuf::from("a.json"), PathBuf::from("b.json")]);
+        let c = Cli::try_parse_from(["x", "-t", "n:t", "a.json"]).unwrap();
+        assert_eq!(c.conf, [PathBuf::from("a.json")]);
     }
 
     #[test]

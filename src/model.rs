@@ -85,7 +85,46 @@ pub struct Image<'a> {
     pub known: &'a Known,
     /// Where progress goes.
     pub reporter: &'a dyn Reporter,
+    /// Makes the artifacts attached to the image (its SBOMs), once the
+    /// image manifest is known: destinations that can carry OCI referrers
+    /// (layouts, archives, registries) call it; the others never do.
+    pub attach: Option<&'a Attach<'a>>,
 }
+
+/// The image a destination wrote, as an artifact attached to it names it:
+/// what [`Attach`] gets once the image manifest's digest is known.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'s> {
+    /// `sha256:<hex>` of the image configuration: the image ID.
+    pub image_id: &'s str,
+    /// The image manifest's digest and size.
+    pub manifest: &'s Blob,
+    /// The image manifest's media type (OCI, or Docker's schema 2 in a
+    /// registry told `--manifest-format docker`).
+    pub media_type: &'s str,
+    /// The written layers, in image order (their diff_ids are the config's).
+    pub layers: &'s [Layer],
+}
+
+/// One artifact to attach to the image as an OCI referrer: a manifest
+/// whose `artifactType` and single layer are of `media_type`, whose config
+/// is the empty descriptor, and whose `subject` is the image manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// The blob's media type, also the manifest's `artifactType`
+    /// (`application/spdx+json`).
+    pub media_type: String,
+    /// The blob's bytes.
+    pub bytes: Vec<u8>,
+    /// The artifact manifest's annotations (copied into the index entries
+    /// that list it, as the referrers API does).
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// Makes the artifacts for an image once its manifest is known; called at
+/// most once per destination (a push to several repositories shares one
+/// manifest digest per manifest format).
+pub type Attach<'a> = dyn Fn(&Subject) -> Result<Vec<Artifact>> + Sync + 'a;
 
 impl Image<'_> {
     /// The facts known for layer `i` before reading it: a base layer's

@@ -302,15 +302,15 @@ fn containerd_cleanup(address: &str, ns: &str) -> Cleanup {
     ])
 }
 
-/// `--format oci` with every codec: skopeo copies it out of the
-/// oci-archive, umoci unpacks the files, links and modes we put in, and
+/// `--format oci` and `dual` with every codec: skopeo copies the image out
+/// of the archive, umoci unpacks the files, links and modes we put in, and
 /// podman loads it with the docker-archive's image ID.
 #[test]
-fn oci_archive_reads_with_skopeo_umoci_and_podman() {
+fn oci_and_dual_archives_read_with_skopeo_umoci_and_podman() {
     for tool in ["skopeo", "umoci"] {
         if !tool_works(tool, &["--version"]) {
             skipped(
-                "oci_archive_reads_with_skopeo_umoci_and_podman",
+                "oci_and_dual_archives_read_with_skopeo_umoci_and_podman",
                 &format!("no {tool}"),
             );
             return;
@@ -321,15 +321,15 @@ fn oci_archive_reads_with_skopeo_umoci_and_podman() {
     };
     let cache = cache_dir(&fx, "oci");
     let id = docker_image_id(&fx, &cache);
-    for codec in CODECS {
-        let path = fx.root.join(format!("oci-{codec}.tar"));
+    for (format, codec) in ["oci", "dual"].iter().flat_map(|f| CODECS.map(|c| (*f, c))) {
+        let path = fx.root.join(format!("{format}-{codec}.tar"));
         let p = path.display().to_string();
         ok(stream(
             &fx,
             &cache,
-            &["--format", "oci", "--layer-compression", codec, "-o", &p],
+            &["--format", format, "--layer-compression", codec, "-o", &p],
         ));
-        let layout = fx.root.join(format!("copied-{codec}"));
+        let layout = fx.root.join(format!("copied-{format}-{codec}"));
         run(Command::new("skopeo").args([
             "copy",
             "--quiet",
@@ -338,7 +338,7 @@ fn oci_archive_reads_with_skopeo_umoci_and_podman() {
         ]));
         // Debian's umoci 0.4 predates zstd layers.
         if codec != "zstd" {
-            let bundle = fx.root.join(format!("bundle-{codec}"));
+            let bundle = fx.root.join(format!("bundle-{format}-{codec}"));
             umoci_unpack(&format!("{}:x", layout.display()), &bundle);
             check_rootfs(&fx, &bundle.join("rootfs"));
         }
@@ -346,7 +346,11 @@ fn oci_archive_reads_with_skopeo_umoci_and_podman() {
             let (loaded, _guard) = podman_load(&path);
             let got =
                 run(Command::new("podman").args(["image", "inspect", "-f", "{{.Id}}", &loaded]));
-            assert_eq!(format!("sha256:{}", got.trim()), id, "podman, {codec}");
+            assert_eq!(
+                format!("sha256:{}", got.trim()),
+                id,
+                "podman, {format} {codec}"
+            );
         }
     }
     fx.cleanup();

@@ -1911,7 +1911,9 @@ fn executable_usage_errors_exit_2_and_write_errors_exit_1() {
         vec![conf.clone().into(), "--compress".into(), "lz4".into()],
         vec![conf.clone().into(), "-t".into()],
         vec![conf.clone().into(), "-t".into(), not_utf8.clone()],
-        vec![conf.clone().into(), "extra".into()],
+        // A second positional is a second conf (one image per platform,
+        // issue 11), so a missing option value stands in for it here.
+        vec![conf.clone().into(), "--oci-dir".into()],
         vec![conf.clone().into(), "-o".into()],
     ];
     let mut failures = Vec::new();

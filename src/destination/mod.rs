@@ -9,15 +9,20 @@
 //! - [`oci_dir`]: an OCI image layout directory (`--oci-dir DIR`);
 //! - [`digests`]: only the layers' digests (`--digests-only FILE`);
 //! - [`registry`]: a registry (`--push REF`);
-//! - [`daemon`]: Docker or podman (`--load`), incrementally for Docker.
+//! - [`daemon`]: Docker or podman (`--load`), incrementally for Docker;
+//! - [`index`]: several images, one per platform, under one tag (an OCI
+//!   image index) into an OCI layout, an `oci`/`dual` archive or a registry.
 //!
-//! [`oci`] holds the OCI documents they share. Adding a destination is
+//! [`oci`] holds the OCI documents they share, [`artifact`] the image's
+//! OCI referrers (its SBOMs) for those that carry them. Adding a destination is
 //! adding a module and a [`Destination`] for it; the others stay as they are.
 #![warn(missing_docs)]
 
+pub mod artifact;
 pub mod daemon;
 pub mod digests;
 pub mod docker_archive;
+pub mod index;
 pub mod oci;
 pub mod oci_archive;
 pub mod oci_dir;

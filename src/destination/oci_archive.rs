@@ -13,6 +13,14 @@
 //!   twice); the streamed bytes are hashed again and must match;
 //! - compressed layers and base layers: produced once into a temporary
 //!   spool, in parallel across cores, then copied into the archive.
+//!
+//! The image's referrers (`--sbom`) are blobs of the layout, before
+//! `index.json`, but `index.json` lists only the image: skopeo's and
+//! podman's `oci-archive:FILE` (containers/image) refuse an index with more
+//! than one entry when no name is given ("more than one image in oci,
+//! choose an image"), and that is how archives are loaded. The image's
+//! entry names its referrers' manifests in the
+//! [`artifact::REFERRERS_ANNOTATION`] annotation instead.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -26,9 +34,9 @@ use crate::archive::ArchiveWriter;
 use crate::blob;
 use crate::cache::{Blob, Facts};
 use crate::compression::Codec;
-use crate::destination::oci;
+use crate::destination::{artifact, oci};
 use crate::digest;
-use crate::model::{Image, Layer, Written};
+use crate::model::{Image, Layer, Subject, Written};
 use crate::tar;
 
 /// Streams the OCI archive (or, with `dual`, the dual archive) of `img`
@@ -87,7 +95,17 @@ pub fn write<W: Write + Send + 'static>(
     let config_blob = bytes_blob(&config);
     let manifest = oci::manifest_bytes(&config_blob, &layers)?;
     let manifest_blob = bytes_blob(&manifest);
-    let index = oci::index_bytes(&[oci::image_entry(&manifest_blob, img.repo_tag)?])?;
+    let subject = Subject {
+        image_id: &config_blob.digest,
+        manifest: &manifest_blob,
+        media_type: oci::MANIFEST_MEDIA_TYPE,
+        layers: &layers,
+    };
+    // Made before a byte is written: a failing SBOM leaves no archive.
+    let referrers = artifact::referrers(img, &subject)?;
+    let mut entry = oci::image_entry(&manifest_blob, img.repo_tag)?;
+    artifact::annotate_entry(&mut entry, &referrers);
+    let index = oci::index_bytes(&[entry])?;
 
     let mtime = img.owner.mtime;
     let mut aw = ArchiveWriter::new(out);
@@ -136,6 +154,19 @@ pub fn write<W: Write + Send + 'static>(
     img.reporter.step("Adding manifests...");
     aw.bytes_member(&oci::blob_path(&config_blob.digest), &config, mtime)?;
     aw.bytes_member(&oci::blob_path(&manifest_blob.digest), &manifest, mtime)?;
+    if !referrers.is_empty() {
+        let empty = artifact::empty_blob();
+        aw.bytes_member(&oci::blob_path(&empty.digest), artifact::EMPTY, mtime)?;
+        for r in &referrers {
+            img.reporter.step(&format!(
+                "Adding {} as {}",
+                r.artifact_type,
+                oci::blob_path(&r.manifest_blob.digest)
+            ));
+            aw.bytes_member(&oci::blob_path(&r.blob.digest), &r.bytes, mtime)?;
+            aw.bytes_member(&oci::blob_path(&r.manifest_blob.digest), &r.manifest, mtime)?;
+        }
+    }
     aw.bytes_member("index.json", &index, mtime)?;
     if dual {
         let docker = oci::docker_manifest_bytes(&config_blob, img.repo_tag, &layers);

@@ -6,7 +6,15 @@
 //! this tag. A blob the layout already holds is not written again when its
 //! digest is known before reading (warm cache, digests file); it is checked
 //! against its name instead, so a damaged layout is reported, not trusted.
+//!
+//! The image's referrers (`--sbom`: artifact manifests whose `subject` is
+//! the image manifest) are listed in `index.json` as untagged entries with
+//! their `artifactType`, as `oras attach --oci-layout` does, so `DIR:TAG`
+//! still names only the image. A referrer entry of ours lives as long as
+//! its subject is listed: writing a tag anew drops the SBOM entries of the
+//! image it named before, and the same SBOM is never listed twice.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,15 +28,55 @@ use tempfile::NamedTempFile;
 use crate::blob;
 use crate::cache::{self, Blob};
 use crate::compression::Codec;
+use crate::destination::artifact::{self, Referrer};
 use crate::destination::oci::{self, REF_NAME};
 use crate::destination::oci_archive::bytes_blob;
-use crate::model::{Image, Layer, Written};
+use crate::model::{Image, Layer, Subject, Written};
+use crate::sbom::SbomFormat;
+use clap::ValueEnum;
 
 /// Largest `index.json` / `oci-layout` read from an existing layout.
 const MAX_INDEX: u64 = 16 << 20;
 
 /// Writes `img` into the layout at `dir` with layers compressed by `codec`.
+/// Its SBOMs (when asked for) are attached as referrers of the image.
 pub fn write(img: &Image, dir: &Path, codec: Codec) -> Result<Written> {
+    let (written, blobs) = write_blobs(img, dir, codec)?;
+    let layout = Layout::open(dir)?;
+    let subject = Subject {
+        image_id: &blobs.config.digest,
+        manifest: &blobs.manifest,
+        media_type: oci::MANIFEST_MEDIA_TYPE,
+        layers: &written.layers,
+    };
+    let referrers = artifact::referrers(img, &subject)?;
+    for r in &referrers {
+        img.reporter.step(&format!(
+            "{} attached as {}",
+            r.artifact_type, r.manifest_blob.digest
+        ));
+        layout.put_bytes(artifact::EMPTY)?;
+        layout.put_bytes(&r.bytes)?;
+        layout.put_bytes(&r.manifest)?;
+    }
+    let mut entry = oci::image_entry(&blobs.manifest, img.repo_tag)?;
+    artifact::annotate_entry(&mut entry, &referrers);
+    layout.add_to_index(entry, &referrers)?;
+    Ok(written)
+}
+
+/// The config and manifest blobs of an image written into a layout.
+pub struct ImageBlobs {
+    /// The image configuration.
+    pub config: Blob,
+    /// The image manifest.
+    pub manifest: Blob,
+}
+
+/// Writes `img`'s layers, config and manifest into the layout at `dir`
+/// without naming it in `index.json`: a multi-platform image index names
+/// it instead ([`tag_blob`]).
+pub fn write_blobs(img: &Image, dir: &Path, codec: Codec) -> Result<(Written, ImageBlobs)> {
     let layout = Layout::open(dir)?;
     let n = img.layers.len();
     let mut layers: Vec<Option<Layer>> = vec![None; n];
@@ -71,16 +119,33 @@ pub fn write(img: &Image, dir: &Path, codec: Codec) -> Result<Written> {
     let config_blob = layout.put_bytes(&config)?;
     let manifest = oci::manifest_bytes(&config_blob, &layers)?;
     let manifest_blob = layout.put_bytes(&manifest)?;
-    layout.add_to_index(oci::image_entry(&manifest_blob, img.repo_tag)?)?;
-    Ok(Written {
+    let written = Written {
         layers,
         new_layers,
         bytes: 0,
-        image_id: config_blob.digest,
-        manifest_digest: Some(manifest_blob.digest),
+        image_id: config_blob.digest.clone(),
+        manifest_digest: Some(manifest_blob.digest.clone()),
         notes: Vec::new(),
         detail: None,
-    })
+    };
+    let blobs = ImageBlobs {
+        config: config_blob,
+        manifest: manifest_blob,
+    };
+    Ok((written, blobs))
+}
+
+/// Stores `bytes` (an image index) as a blob of the layout at `dir`, then
+/// makes `entry` of it the `index.json` entry for its tag.
+pub fn tag_blob(
+    dir: &Path,
+    bytes: &[u8],
+    entry: impl FnOnce(&Blob) -> Result<oci_spec::image::Descriptor>,
+) -> Result<Blob> {
+    let layout = Layout::open(dir)?;
+    let blob = layout.put_bytes(bytes)?;
+    layout.add_to_index(entry(&blob)?, &[])?;
+    Ok(blob)
 }
 
 /// Layer `i` as a blob the layout already holds, when its digest for
@@ -152,6 +217,12 @@ impl Layout {
         fs::create_dir_all(&blobs)
             .with_context(|| format!("OCI layout {shown}: cannot create blobs/sha256"))?;
         if !layout_file.exists() {
+            // A new layout is complete (an empty index) before it is named
+            // one, so a later open (the image index after each platform's
+            // blobs) or an interrupted run finds a valid layout.
+            let empty = oci::canonical_bytes(&index)?;
+            cache::write_atomically(dir, "index.json", &empty)
+                .with_context(|| format!("OCI layout {shown}"))?;
             cache::write_atomically(dir, "oci-layout", oci::OCI_LAYOUT)
                 .with_context(|| format!("OCI layout {shown}"))?;
         }
@@ -245,25 +316,69 @@ impl Layout {
     }
 
     /// Replaces `index.json` with one where `entry` takes the place of any
-    /// entry with the same tag.
-    fn add_to_index(mut self, entry: oci_spec::image::Descriptor) -> Result<()> {
+    /// entry with the same tag, followed by the image's `referrers`; SBOM
+    /// entries whose subject is no longer listed go.
+    fn add_to_index(
+        mut self,
+        entry: oci_spec::image::Descriptor,
+        referrers: &[Referrer],
+    ) -> Result<()> {
         let tag = entry
             .annotations()
             .as_ref()
             .and_then(|a| a.get(REF_NAME))
             .cloned();
         let entry = serde_json::to_value(&entry).context("internal: cannot serialise")?;
-        if let Some(list) = self
-            .index
-            .get_mut("manifests")
-            .and_then(Value::as_array_mut)
-        {
-            list.retain(|m| m["annotations"][REF_NAME].as_str() != tag.as_deref());
-            list.push(entry);
-        }
+        let mut list = match self.index.get_mut("manifests").map(Value::take) {
+            Some(Value::Array(list)) => list,
+            _ => Vec::new(),
+        };
+        list.retain(|m| m["annotations"][REF_NAME].as_str() != tag.as_deref());
+        list.push(entry);
+        let ours = |m: &Value| {
+            m["artifactType"].as_str().is_some_and(|t| {
+                SbomFormat::value_variants()
+                    .iter()
+                    .any(|f| f.media_type() == t)
+            })
+        };
+        let listed: HashSet<String> = list
+            .iter()
+            .filter(|m| !ours(m))
+            .filter_map(|m| m["digest"].as_str().map(str::to_owned))
+            .collect();
+        let adding: HashSet<&str> = referrers
+            .iter()
+            .map(|r| r.manifest_blob.digest.as_str())
+            .collect();
+        list.retain(|m| {
+            if !ours(m) {
+                return true;
+            }
+            let digest = m["digest"].as_str().unwrap_or_default();
+            // An entry whose manifest cannot be read is left as it is: not
+            // ours to judge.
+            let subject = self.subject_of(digest);
+            !adding.contains(digest) && subject.is_none_or(|s| listed.contains(&s))
+        });
+        list.extend(referrers.iter().map(Referrer::descriptor));
+        self.index["manifests"] = Value::Array(list);
         let bytes = oci::canonical_bytes(&self.index)?;
         cache::write_atomically(&self.dir, "index.json", &bytes)
             .with_context(|| format!("OCI layout {}", self.dir.display()))
+    }
+}
+
+impl Layout {
+    /// The `subject` digest of the manifest blob `digest`, if it can be
+    /// read and has one.
+    fn subject_of(&self, digest: &str) -> Option<String> {
+        let hex = digest.strip_prefix("sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let m = read_json(&self.blobs.join(hex)).ok()?;
+        m["subject"]["digest"].as_str().map(str::to_owned)
     }
 }
 

@@ -8,6 +8,10 @@
 //! only known after reading them). The config is built once every layer is
 //! in the registry (its diff_ids are then all known), and the manifest is
 //! put last, only after every blob is there.
+//!
+//! The image's referrers (`--sbom`) follow the image in each repository:
+//! their blobs, then their manifests by digest; where the registry has no
+//! referrers API, the referrers tag (`sha256-<hex>`) lists them.
 
 use std::fs::File;
 use std::io::Write;
@@ -16,8 +20,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::blob;
+use crate::cache::Blob;
 use crate::compression::Codec;
-use crate::model::{Destination, Image, Layer, Written};
+use crate::destination::artifact::{self, Referrer};
+use crate::model::{Destination, Image, Layer, Subject, Written};
 use crate::reference::Reference;
 use crate::registry::{
     self, BlobDigest, BlobSource, ConfigSpec, Event, ManifestFormat, ManifestSpec, Outcome,
@@ -38,10 +44,23 @@ pub struct Push {
     pub codec: Codec,
     /// Also write the manifest digest here.
     pub digest_file: Option<PathBuf>,
+    /// Put the manifest by its digest only, not under the references' tags
+    /// (one platform of an image index, which takes the tags).
+    pub untagged: bool,
 }
 
 impl Destination for Push {
     fn write(self: Box<Self>, img: &Image) -> Result<Written> {
+        self.push_image(img).map(|(written, _)| written)
+    }
+}
+
+impl Push {
+    /// Pushes `img`; returns what was written and each repository's report.
+    pub fn push_image(
+        &self,
+        img: &Image,
+    ) -> Result<(Written, Vec<(Reference, registry::PushReport)>)> {
         let n = img.layers.len();
         let spool = tempfile::Builder::new()
             .prefix("sli-push-")
@@ -157,16 +176,47 @@ impl Destination for Push {
                 }
             }
             Event::Blob { layer: None, .. } => {}
-            Event::Manifest { reference, digest } => img
-                .reporter
-                .step(&format!("{}:{reference}: manifest {digest}", r.name())),
+            Event::Manifest { reference, digest } => {
+                // Untagged (one platform of an index): put by its digest.
+                let sep = if reference.starts_with("sha256:") {
+                    '@'
+                } else {
+                    ':'
+                };
+                img.reporter
+                    .step(&format!("{}{sep}{reference}: manifest {digest}", r.name()))
+            }
         };
-        let pushed = registry::push_all(&self.refs, &plan, &self.options, &self.mount_from, &say)?;
+        let push_all = if self.untagged {
+            registry::push_all_untagged
+        } else {
+            registry::push_all
+        };
+        let pushed = push_all(&self.refs, &plan, &self.options, &self.mount_from, &say)?;
         let Some((_, first)) = pushed.first() else {
             bail!("--push: no reference given");
         };
         let layers = final_layers(&first.layers)?;
         let config = img.config_json(&layers);
+        let image_id = format!("sha256:{}", crate::digest::sha256_hex(&config));
+        if img.attach.is_some() {
+            let manifest = Blob {
+                digest: first.manifest_digest.clone(),
+                size: first.manifest_size,
+            };
+            let subject = Subject {
+                image_id: &image_id,
+                manifest: &manifest,
+                media_type: &first.manifest_media_type,
+                layers: &layers,
+            };
+            // Every repository got the same manifest bytes: one set of
+            // referrers serves them all.
+            let referrers = artifact::referrers(img, &subject)?;
+            for (r, _) in &pushed {
+                attach_referrers(img, r, &self.options, &manifest.digest, &referrers)?;
+            }
+        }
         let mut notes = Vec::new();
         for r in &self.refs {
             let digest = pushed
@@ -192,7 +242,7 @@ impl Destination for Push {
                 a.3 + r.bytes_uploaded,
             )
         });
-        Ok(Written {
+        let written = Written {
             new_layers: first
                 .layers
                 .iter()
@@ -200,13 +250,60 @@ impl Destination for Push {
                 .count(),
             layers,
             bytes,
-            image_id: format!("sha256:{}", crate::digest::sha256_hex(&config)),
+            image_id,
             manifest_digest: Some(first.manifest_digest.clone()),
             notes,
             detail: Some(format!(
                 "pushed: {present} blob{} present, {mounted} mounted, {uploaded} uploaded",
                 if present == 1 { "" } else { "s" }
             )),
-        })
+        };
+        Ok((written, pushed))
     }
+}
+
+/// Pushes `referrers` of the manifest `subject` to `reference`'s
+/// repository: the empty config and each artifact blob unless present,
+/// then each artifact manifest by digest, then (without the referrers API)
+/// its entry in the referrers tag's index.
+fn attach_referrers(
+    img: &Image,
+    reference: &Reference,
+    options: &registry::Options,
+    subject: &str,
+    referrers: &[Referrer],
+) -> Result<()> {
+    if referrers.is_empty() {
+        return Ok(());
+    }
+    let client = registry::Client::new(reference, options)?;
+    let put_blob = |blob: &Blob, bytes: &[u8]| -> Result<()> {
+        if client.blob_exists(&blob.digest)? {
+            return Ok(());
+        }
+        client.upload(Some(&blob.digest), &|w| {
+            w.write_all(bytes)?;
+            Ok(())
+        })?;
+        Ok(())
+    };
+    let empty = artifact::empty_blob();
+    put_blob(&empty, artifact::EMPTY)?;
+    for r in referrers {
+        put_blob(&r.blob, &r.bytes)?;
+        let (digest, api) =
+            client.put_referrer(crate::destination::oci::MANIFEST_MEDIA_TYPE, &r.manifest)?;
+        let how = if api {
+            "listed by the registry's referrers API".to_owned()
+        } else {
+            client.add_to_referrers_tag(subject, &r.descriptor())?;
+            format!("listed in tag {}", registry::referrers_tag(subject)?)
+        };
+        img.reporter.step(&format!(
+            "{}: {} attached as {digest}, {how}",
+            reference.name(),
+            r.artifact_type
+        ));
+    }
+    Ok(())
 }

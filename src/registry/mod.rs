@@ -60,6 +60,7 @@ pub mod credentials;
 pub mod manifest;
 mod pipe;
 pub mod push;
+pub mod referrers;
 pub mod transport;
 
 use std::fmt;
@@ -69,9 +70,10 @@ pub use blob::BlobDigest;
 pub use credentials::Credential;
 pub use manifest::ManifestFormat;
 pub use push::{
-    push, push_all, push_with_mounts, BlobSource, ConfigBuilder, ConfigSpec, Event, LayerResult,
-    ManifestBuilder, ManifestSpec, Outcome, PushPlan, PushReport,
+    push, push_all, push_all_untagged, push_with_mounts, BlobSource, ConfigBuilder, ConfigSpec,
+    Event, LayerResult, ManifestBuilder, ManifestSpec, Outcome, PushPlan, PushReport,
 };
+pub use referrers::referrers_tag;
 pub use transport::retry::RetryPolicy;
 
 use crate::reference::Reference;

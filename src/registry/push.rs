@@ -184,6 +184,9 @@ pub struct PushReport {
     pub manifest_media_type: String,
     /// The manifest's digest: print `NAME@DIGEST`.
     pub manifest_digest: String,
+    /// The manifest's size in bytes (for a descriptor naming it: an
+    /// artifact's `subject`, an image index's entry).
+    pub manifest_size: u64,
 }
 
 /// Pushes `plan` to `client`'s repository under each of `tags` (by digest
@@ -302,6 +305,7 @@ fn push_inner(
         config: config.clone(),
         manifest_media_type: media_type,
         manifest_digest: digest,
+        manifest_size: bytes.len() as u64,
     };
     let all = out
         .layers
@@ -472,6 +476,29 @@ pub fn push_all(
     mount_from: &[String],
     report: &(dyn Fn(&Reference, &Event) + Sync),
 ) -> Result<Vec<(Reference, PushReport)>> {
+    push_all_inner(refs, plan, options, mount_from, false, report)
+}
+
+/// [`push_all`], but the manifest is put by its digest only: the tags and
+/// digests of `refs` are left for an image index that names it.
+pub fn push_all_untagged(
+    refs: &[Reference],
+    plan: &PushPlan<'_>,
+    options: &Options,
+    mount_from: &[String],
+    report: &(dyn Fn(&Reference, &Event) + Sync),
+) -> Result<Vec<(Reference, PushReport)>> {
+    push_all_inner(refs, plan, options, mount_from, true, report)
+}
+
+fn push_all_inner(
+    refs: &[Reference],
+    plan: &PushPlan<'_>,
+    options: &Options,
+    mount_from: &[String],
+    untagged: bool,
+    report: &(dyn Fn(&Reference, &Event) + Sync),
+) -> Result<Vec<(Reference, PushReport)>> {
     let mut groups: Vec<(Reference, Vec<String>, Vec<String>)> = Vec::new();
     for r in refs {
         let at = groups
@@ -482,6 +509,9 @@ pub fn push_all(
             groups.len() - 1
         });
         let (_, tags, digests) = &mut groups[i];
+        if untagged {
+            continue;
+        }
         match (&r.tag, &r.digest) {
             (None, Some(d)) => digests.push(d.clone()),
             (tag, digest) => {

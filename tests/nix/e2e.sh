@@ -3,9 +3,14 @@
 #   1. bootstrap the nixpkgs stand-in (tests/nix/bootstrap.sh),
 #   2. build every test image of tests/nix/images.nix in ONE nix build, in
 #      the sandbox, against the stand-in (and the flake's example),
-#   3. load each into Docker and check it with docker run / inspect /
-#      history / export.
-# Without a Docker daemon, step 3 prints `SKIPPED (no docker daemon)`.
+#   3. build passthru.digests (in the sandbox) and the copyTo* scripts of
+#      some images, check the digests against the images and rebuild them
+#      with --check; push with copyToRegistry to a loopback docker-registry
+#      started here (127.0.0.1, a free port, killed at exit) and load with
+#      copyToPodman when podman answers,
+#   4. load each into Docker and check it with docker run / inspect /
+#      history / export; copyToDockerDaemon; docker pull what was pushed.
+# Without a Docker daemon, step 4 prints `SKIPPED (no docker daemon)`.
 #
 # Usage: tests/nix/e2e.sh [--no-bootstrap]
 # Prints one `ok NAME` / `FAIL NAME: why` line per check; exits 1 on any FAIL.
@@ -16,8 +21,12 @@ standin="$repo/tests/nixpkgs-standin"
 work=$(mktemp -d /tmp/sli-e2e.XXXXXX)
 loaded=()
 cleanup() {
+    # load() runs in $(...), a subshell: it also lists what it loaded in a file.
+    if [ -s "$work/loaded.list" ]; then mapfile -t -O "${#loaded[@]}" loaded <"$work/loaded.list"; fi
     if [ ${#loaded[@]} -gt 0 ]; then docker rmi -f "${loaded[@]}" >/dev/null 2>&1 || true; fi
     docker rm -f sli-e2e-export >/dev/null 2>&1 || true
+    if [ -n "${registry_pid:-}" ]; then kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; fi
+    if [ -n "${podman_loaded:-}" ]; then podman rmi -f "$podman_loaded" >/dev/null 2>&1 || true; fi
     chmod -R u+w "$work" 2>/dev/null || true
     rm -rf "$work"
 }
@@ -62,7 +71,7 @@ fi
 
 echo "# building the test images (one nix-build, sandbox on, stand-in nixpkgs)"
 if ! nix-build "${nix_opts[@]}" -I nixpkgs="$standin" "$repo/tests/nix/images.nix" \
-    -A index -A getexe -A sandboxed -o "$work/result" >/dev/null 2>"$work/build.log"; then
+    -A index -A getexe -A sandboxed -A multi-arch -o "$work/result" >/dev/null 2>"$work/build.log"; then
     cat "$work/build.log" >&2
     echo "FAIL nix build of the test images"
     exit 1
@@ -123,6 +132,265 @@ else
     fail "passthru.sbom build" "$(tail -n 5 "$work/sbom.log")"
 fi
 
+echo "# passthru.digests (in the sandbox) and the copyTo* scripts of tests/nix/images.nix"
+# pt NAME FIELD: a field of an image's entry in the passthru index.
+pt() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]].get(sys.argv[3]); print("" if v is None else v)' "$work/passthru" "$1" "$2"; }
+if nix-build "${nix_opts[@]}" -I nixpkgs="$standin" "$repo/tests/nix/images.nix" \
+        -A passthru-index -o "$work/passthru" >/dev/null 2>"$work/passthru.log"; then
+    ok "nix build of passthru.digests and copyTo* of 8 images, in the sandbox"
+    for name in example from-image many-paths no-store-paths compressed-gz created-now zstd-layers; do
+        codec=gzip
+        [ "$name" = zstd-layers ] && codec=zstd
+        # The image as an OCI archive with the same layer codec: the
+        # digests file must name exactly its non-base layers' diff_ids and blobs.
+        if ! "$(pt "$name" stream)" -q --no-cache --format oci --layer-compression "$codec" \
+                -o "$work/$name.oci.tar" 2>"$work/$name.oci.err"; then
+            fail "passthru.digests of $name: streaming the OCI archive" "$(tail -n 2 "$work/$name.oci.err")"
+            continue
+        fi
+        got=$(python3 - "$(pt "$name" digests)" "$work/$name.oci.tar" "$(pt "$name" conf)" "$codec" <<'PY'
+import json, sys, tarfile
+digests_path, oci, conf_path, codec = sys.argv[1:]
+d = json.load(open(digests_path))
+t = tarfile.open(oci)
+def blob(digest):
+    return json.load(t.extractfile("blobs/sha256/" + digest.split(":")[1]))
+manifest = blob(json.load(t.extractfile("index.json"))["manifests"][0]["digest"])
+config = blob(manifest["config"]["digest"])
+base = 0
+from_image = json.load(open(conf_path))["from_image"]
+if from_image:
+    with tarfile.open(from_image, "r:*") as b:
+        base = len(json.load(b.extractfile("manifest.json"))[0]["Layers"])
+ours = manifest["layers"][base:]
+problems = []
+if d.get("version") != 1:
+    problems.append("version %r" % d.get("version"))
+if len(d["layers"]) != len(ours):
+    problems.append("%d entries for %d non-base layers" % (len(d["layers"]), len(ours)))
+if [l["diff_id"] for l in d["layers"]] != config["rootfs"]["diff_ids"][base:]:
+    problems.append("diff_ids differ from the image's")
+if [(l["blobs"][codec]["digest"], l["blobs"][codec]["size"]) for l in d["layers"]] \
+        != [(l["digest"], l["size"]) for l in ours]:
+    problems.append("%s blobs differ from the OCI archive's" % codec)
+print("; ".join(problems) or "%d %s" % (len(ours), "entry" if len(ours) == 1 else "entries"))
+PY
+        ) || got="not valid JSON or not a digests file"
+        case "$got" in
+            *entries | *entry) ok "passthru.digests of $name: valid JSON, $got, one per non-base layer, the $codec blobs of the image" ;;
+            *) fail "passthru.digests of $name" "$got" ;;
+        esac
+        rm -f "$work/$name.oci.tar"
+    done
+    expect 'mtime = "now": no passthru.digests (the layers change each time)' "" "$(pt times digests)"
+
+    for name in example from-image compressed-gz times zstd-layers; do
+        exe=$(pt "$name" exe)
+        conf=$(pt "$name" conf)
+        digests=$(pt "$name" digests)
+        for kind in copyToRegistry:copy-to-registry copyToDockerDaemon:copy-to-docker-daemon copyToPodman:copy-to-podman; do
+            attr=${kind%%:*}
+            bin=${kind#*:}
+            script="$(pt "$name" "$attr")/bin/$bin"
+            case "$attr" in
+                copyToRegistry) want="--push" ;;
+                copyToDockerDaemon) want="--load docker" ;;
+                copyToPodman) want="--load podman" ;;
+            esac
+            if [ -x "$script" ] && grep -qF "exec $exe $conf $want" "$script"; then
+                ok "$name.$attr: bin/$bin runs $want with the executable and the conf"
+            else
+                fail "$name.$attr" "$script missing, not executable or not running '$exe $conf $want': $(cat "$script" 2>&1 | tail -n 2)"
+            fi
+        done
+        script="$(pt "$name" copyToRegistry)/bin/copy-to-registry"
+        if [ -n "$digests" ]; then
+            grep -qF -- "--digests $digests" "$script" && ok "$name.copyToRegistry names blobs from passthru.digests" \
+                || fail "$name.copyToRegistry --digests" "$(grep -- --push "$script")"
+        else
+            grep -qF -- "--digests" "$script" && fail "$name.copyToRegistry" "--digests without passthru.digests" \
+                || ok "$name.copyToRegistry: no --digests without passthru.digests"
+        fi
+    done
+    expect "meta.mainProgram of the copyTo* scripts (nix run)" \
+        "copy-to-registry copy-to-docker-daemon copy-to-podman" "$(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["example"]["mainPrograms"]))' "$work/passthru")"
+    grep -qF -- "--layer-compression zstd" "$(pt zstd-layers copyToRegistry)/bin/copy-to-registry" \
+        && ok "layerCompression = zstd: copyToRegistry pushes zstd blobs" \
+        || fail "layerCompression = zstd" "copyToRegistry does not pass --layer-compression zstd"
+
+    if nix-build "${nix_opts[@]}" --check -I nixpkgs="$standin" "$repo/tests/nix/images.nix" \
+        -A example.digests -A from-image.digests -A compressed-gz.digests -A zstd-layers.digests \
+        --no-out-link >/dev/null 2>"$work/digests-check.log"; then
+        ok "nix-build --check: passthru.digests is bit-for-bit reproducible"
+    else
+        fail "nix-build --check of passthru.digests" "$(grep -i 'differ\|error' "$work/digests-check.log" | head -n 3)"
+    fi
+else
+    fail "passthru build" "$(tail -n 5 "$work/passthru.log")"
+fi
+
+echo "# copyToRegistry against a loopback registry (Debian's docker-registry, 127.0.0.1, plain HTTP)"
+sli_exe=$(pt example exe 2>/dev/null || true)
+if [ ! -s "$work/passthru" ]; then
+    fail "copyToRegistry" "passthru.digests and the copyTo* scripts did not build"
+elif ! "$sli_exe" --help 2>/dev/null | grep -q -- '--push'; then
+    echo "SKIPPED copyToRegistry (the executable has no --push yet)"
+elif [ ! -x /usr/bin/docker-registry ]; then
+    echo "SKIPPED copyToRegistry (no /usr/bin/docker-registry: apt-get install docker-registry)"
+else
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    registry="127.0.0.1:$port"
+    cat >"$work/registry.yml" <<EOF
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: $registry
+EOF
+    /usr/bin/docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+    registry_pid=$!
+    for _ in $(seq 100); do
+        python3 -c "import urllib.request, sys; urllib.request.urlopen(\"http://$registry/v2/\", timeout=1)" 2>/dev/null && break
+        sleep 0.1
+    done
+    # uploads: blob upload sessions the registry has opened so far.
+    uploads() { grep -c '"POST /v2/[^ ]*/blobs/uploads/' "$work/registry.log" || true; }
+    # manifest_check REPO TAG DIGESTS CODEC PRINTED: the pushed manifest,
+    # fetched back, against what was printed and the digests file.
+    manifest_check() {
+        python3 - "$registry" "$@" <<'PY'
+import hashlib, json, sys, urllib.request
+registry, repo, tag, digests_path, codec, printed = sys.argv[1:]
+accept = "application/vnd.oci.image.manifest.v1+json"
+req = urllib.request.Request("http://%s/v2/%s/manifests/%s" % (registry, repo, tag), headers={"Accept": accept})
+with urllib.request.urlopen(req) as r:
+    body = r.read()
+    header = r.headers["Docker-Content-Digest"]
+m = json.loads(body)
+digest = "sha256:" + hashlib.sha256(body).hexdigest()
+problems = []
+if printed != "%s/%s:%s@%s" % (registry, repo, tag, digest):
+    problems.append("printed %s, manifest is %s" % (printed, digest))
+if header != digest:
+    problems.append("Docker-Content-Digest %s" % header)
+if m.get("mediaType", accept) != accept:
+    problems.append("mediaType %s" % m.get("mediaType"))
+d = json.load(open(digests_path))["layers"]
+ours = m["layers"][len(m["layers"]) - len(d):]
+if [(l["blobs"][codec]["digest"], l["blobs"][codec]["size"]) for l in d] != [(l["digest"], l["size"]) for l in ours]:
+    problems.append("layer blobs differ from passthru.digests")
+want_type = "application/vnd.oci.image.layer.v1.tar+" + codec
+if any(l["mediaType"] != want_type for l in ours):
+    problems.append("layer media types %s" % sorted({l["mediaType"] for l in ours}))
+req = urllib.request.Request("http://%s/v2/%s/blobs/%s" % (registry, repo, m["config"]["digest"]))
+config = json.loads(urllib.request.urlopen(req).read())
+if [l["diff_id"] for l in d] != config["rootfs"]["diff_ids"][len(config["rootfs"]["diff_ids"]) - len(d):]:
+    problems.append("config diff_ids differ from passthru.digests")
+print("; ".join(problems) or "ok %s" % m["config"]["digest"])
+PY
+    }
+    for name in example from-image zstd-layers; do
+        codec=gzip
+        [ "$name" = zstd-layers ] && codec=zstd
+        pushed="sli-e2e-pushed/$name"
+        ref="$registry/$pushed:latest"
+        push="$(pt "$name" copyToRegistry)/bin/copy-to-registry"
+        if ! out=$("$push" "$ref" -v 2>"$work/push-$name.err"); then
+            fail "copyToRegistry of $name" "$(tail -n 3 "$work/push-$name.err")"
+            continue
+        fi
+        got=$(manifest_check "$pushed" latest "$(pt "$name" digests)" "$codec" "$out" 2>&1 | tail -n 1)
+        case "$got" in
+            "ok sha256:"*) ok "copyToRegistry of $name: $ref@… printed, manifest, $codec layer blobs and config as passthru.digests says" ;;
+            *) fail "copyToRegistry of $name" "$got" ;;
+        esac
+        # Again, with nothing known but passthru.digests (--no-cache): every
+        # blob is already there, so nothing is uploaded and no store byte read.
+        before=$(uploads)
+        if out2=$("$push" "$ref" --no-cache -v 2>"$work/push-$name-again.err"); then
+            expect "copyToRegistry of $name again: the same manifest" "$out" "$out2"
+            expect "copyToRegistry of $name again (--no-cache, passthru.digests only): no upload, no store byte read" \
+                "0 uploads, read 0 bytes from the store" \
+                "$(($(uploads) - before)) uploads, $(grep -o 'read [0-9]* bytes from the store' "$work/push-$name-again.err")"
+        else
+            fail "copyToRegistry of $name again" "$(tail -n 3 "$work/push-$name-again.err")"
+        fi
+    done
+    # From the outside: skopeo copies the image out, checking every blob's digest.
+    if command -v skopeo >/dev/null 2>&1; then
+        if skopeo copy --quiet --src-tls-verify=false "docker://$registry/sli-e2e-pushed/example:latest" \
+                "oci:$work/pulled:latest" >"$work/skopeo.log" 2>&1; then
+            ok "skopeo copies the pushed example out of the registry (every blob's digest verified)"
+        else
+            fail "skopeo copy of the pushed example" "$(tail -n 3 "$work/skopeo.log")"
+        fi
+    fi
+    # Without REF (a flag first) it pushes to imageName:imageTag: here
+    # --help stops it before any network access, showing the flags pass on.
+    "$(pt example copyToRegistry)/bin/copy-to-registry" --help 2>&1 | grep -q -- '--digests-only' \
+        && ok "copy-to-registry FLAGS (no REF) passes the flags to the executable" \
+        || fail "copy-to-registry --help" "the executable's help did not show"
+    if (cd "$repo" && nix run "${nix_opts[@]}" --no-write-lock-file --override-input nixpkgs "path:$standin" \
+            .#example.copyToRegistry -- "$registry/sli-e2e-pushed/flake:latest" >"$work/nix-run.out" 2>"$work/nix-run.log"); then
+        case "$(cat "$work/nix-run.out")" in
+            "$registry/sli-e2e-pushed/flake:latest@sha256:"*) ok "nix run .#example.copyToRegistry -- REF pushes" ;;
+            *) fail "nix run .#example.copyToRegistry" "printed [$(cat "$work/nix-run.out")]" ;;
+        esac
+    else
+        fail "nix run .#example.copyToRegistry" "$(grep -v '^warning\|^•\|^    ' "$work/nix-run.log" | tail -n 3)"
+    fi
+fi
+
+echo "# copyToPodman"
+if [ ! -s "$work/passthru" ] || ! "$sli_exe" --help 2>/dev/null | grep -q -- '--load'; then
+    echo "SKIPPED copyToPodman (the executable has no --load yet)"
+elif ! podman info >/dev/null 2>&1; then
+    echo "SKIPPED copyToPodman (podman does not answer)"
+else
+    podman_loaded=sli-e2e-podman:latest
+    if out=$("$(pt example copyToPodman)/bin/copy-to-podman" -t "$podman_loaded" 2>"$work/podman.err"); then
+        case "$out" in
+            *"Loaded image"*"$podman_loaded"*) ok "copyToPodman prints the loaded image: $(echo "$out" | grep 'Loaded image' | tail -n 1)" ;;
+            *) fail "copyToPodman output" "[$out]" ;;
+        esac
+        expect "copyToPodman: podman has the image, with its Cmd" '[/bin/hello]' \
+            "$(podman image inspect -f '{{.Config.Cmd}}' "$podman_loaded" 2>&1)"
+    else
+        fail "copyToPodman" "$(tail -n 3 "$work/podman.err")"
+    fi
+fi
+
+echo "# streamMultiArchImage: two platforms, one tag, into an OCI layout"
+multi=$(readlink -f "$work/result-4" 2>/dev/null || true)
+if [ -n "$multi" ] && "$multi" -q --oci-dir "$work/multi-layout" >"$work/multi.out" 2>"$work/multi.err"; then
+    got=$(python3 - "$work/multi-layout" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+top = json.load(open(os.path.join(d, "index.json")))["manifests"][0]
+index = json.load(open(os.path.join(d, "blobs/sha256", top["digest"][7:])))
+platforms = ["/".join(filter(None, [m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")]))
+             for m in index["manifests"]]
+print(top["mediaType"], top["annotations"]["org.opencontainers.image.ref.name"], " ".join(platforms))
+PY
+    )
+    expect "streamMultiArchImage: an index of linux/amd64 and linux/arm64/v8 tagged latest" \
+        "application/vnd.oci.image.index.v1+json latest linux/amd64 linux/arm64/v8" "$got"
+    expect "streamMultiArchImage: prints each platform's digest and the index's" \
+        "linux/amd64 linux/arm64/v8 index" "$(cut -d ' ' -f 1 "$work/multi.out" | paste -sd ' ')"
+    if command -v skopeo >/dev/null 2>&1; then
+        skopeo copy -q --all "oci:$work/multi-layout:latest" "oci:$work/multi-copy:latest" >/dev/null 2>"$work/multi-copy.err" \
+            && ok "streamMultiArchImage: skopeo copy --all reads the layout" \
+            || fail "skopeo copy --all of the multi-platform layout" "$(tail -n 2 "$work/multi-copy.err")"
+    fi
+else
+    fail "streamMultiArchImage into an OCI layout" "$(tail -n 3 "$work/multi.err" 2>/dev/null)"
+fi
+
 # q NAME FIELD: a field of an image's index entry.
 q() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]].get(sys.argv[3]); print("" if v is None else v)' "$index" "$1" "$2"; }
 
@@ -148,6 +416,7 @@ load() {
     fi
     ref=$(sed -n 's/^Loaded image: //p' "$work/$name.load" | tail -n 1)
     loaded+=("$ref")
+    echo "$ref" >>"$work/loaded.list"
     echo "$ref"
 }
 layers() { docker image inspect -f '{{len .RootFS.Layers}}' "$1"; }
@@ -322,6 +591,42 @@ if [ -n "$getexe" ] && tar -tf "$getexe" 2>/dev/null | grep -qx manifest.json \
     ok "lib.getExe image streams the image inside the sandbox"
 else
     fail "lib.getExe" "the getexe derivation's output is not the example's docker-archive"
+fi
+
+# --- copyToDockerDaemon: --load, only the layers Docker lacks -----------------
+if [ ! -s "$work/passthru" ] || ! "$sli_exe" --help 2>/dev/null | grep -q -- '--load'; then
+    echo "SKIPPED copyToDockerDaemon (the executable has no --load yet)"
+else
+    copy="$(pt example copyToDockerDaemon)/bin/copy-to-docker-daemon"
+    # Its own digest cache, so the reload below knows the layers from the
+    # first load alone.
+    if out=$("$copy" -t sli-e2e-copy:latest --cache "$work/cache" 2>"$work/copy.err"); then
+        loaded+=(sli-e2e-copy:latest)
+        expect "copyToDockerDaemon prints the loaded image" "Loaded image: sli-e2e-copy:latest" \
+            "$(echo "$out" | grep '^Loaded image: ' | tail -n 1)"
+        expect "copyToDockerDaemon: the image runs" "Hello, world!" "$(run sli-e2e-copy:latest)"
+        expect "copyToDockerDaemon: the same image ID as ./result | docker load" \
+            "$(docker image inspect -f '{{.Id}}' hello:latest)" "$(docker image inspect -f '{{.Id}}' sli-e2e-copy:latest)"
+        if "$copy" -t sli-e2e-copy:latest --cache "$work/cache" -v >"$work/copy2.out" 2>"$work/copy2.err"; then
+            expect "copyToDockerDaemon again: no store byte read (Docker has every layer)" \
+                "read 0 bytes from the store" "$(grep -o 'read [0-9]* bytes from the store' "$work/copy2.err")"
+        else
+            fail "copyToDockerDaemon again" "$(tail -n 3 "$work/copy2.err")"
+        fi
+    else
+        fail "copyToDockerDaemon" "$(tail -n 3 "$work/copy.err")"
+    fi
+fi
+
+# --- what copyToRegistry pushed, pulled by Docker and run -------------------
+if [ -n "${registry:-}" ] && [ -n "${registry_pid:-}" ]; then
+    pulled="$registry/sli-e2e-pushed/example:latest"
+    if docker pull -q "$pulled" >"$work/pull.log" 2>&1; then
+        loaded+=("$pulled")
+        expect "docker pull of what copyToRegistry pushed runs" "Hello, world!" "$(run "$pulled")"
+    else
+        fail "docker pull from the loopback registry" "$(tail -n 2 "$work/pull.log")"
+    fi
 fi
 
 # --- maxLayers too small: a clear error, no image --------------------------

@@ -17,6 +17,14 @@ let
     meta.description = "an eval test";
   };
   untagged = sli { name = "eval-untagged"; };
+  multi = sli.streamMultiArchImage {
+    name = "eval-multi";
+    tag = "m1";
+    images = [
+      img
+      { system = "aarch64-linux"; image = img; }
+    ];
+  };
   layered = sli.buildLayeredImage {
     name = "eval-layered";
     tag = "t2";
@@ -76,6 +84,41 @@ let
       overlaid.stream-layered-image ? drvPath
       && (overlaid.streamLayeredImageTools.streamLayeredImage { name = "o"; tag = "y"; }).imageTag == "y";
     "flake: checks hold the e2e images" = flake.checks.${system} ? index;
+    "streamMultiArchImage: a script with imageTag, confs, copyToRegistry" =
+      multi.imageTag == "m1" && multi.isExe && multi.isMultiArch
+      && builtins.length multi.confs == 2 && multi.copyToRegistry ? drvPath;
+    "streamMultiArchImage: { system; image; } records the system's platform" =
+      let c = confOf (builtins.elemAt multi.images 1); in c.architecture == "arm64" && c.variant == "v8";
+    "streamMultiArchImage: { platform; image; } records that platform" =
+      let
+        m = sli.streamMultiArchImage { name = "m"; images = [ { platform = "linux/arm/v7"; image = img; } ]; };
+        c = confOf (builtins.head m.images);
+      in
+      c.architecture == "arm" && c.variant == "v7";
+    "streamMultiArchImage: the system table is overridable" =
+      let
+        m = sli.streamMultiArchImage {
+          name = "m";
+          images = [ { system = "x86_64-linux"; image = img; } ];
+          systemPlatforms = { "x86_64-linux" = "linux/amd64/v3"; };
+        };
+      in
+      (confOf (builtins.head m.images)).variant == "v3";
+    "streamMultiArchImage: no tag: imageTag is a 32-char hash" =
+      builtins.stringLength (sli.streamMultiArchImage { name = "m"; images = [ img ]; }).imageTag == 32;
+    "streamMultiArchImage: an unknown system is refused" =
+      fails (sli.streamMultiArchImage { name = "m"; images = [ { system = "mips-plan9"; image = img; } ]; }).drvPath;
+    "streamMultiArchImage: an empty list is refused" =
+      fails (sli.streamMultiArchImage { name = "m"; images = [ ]; }).drvPath;
+    "streamMultiArchImage: a non-image is refused" =
+      fails (sli.streamMultiArchImage { name = "m"; images = [ pkgs.hello ]; }).drvPath;
+    "examples/hello-multi.nix: amd64 and arm64/v8 under hello:latest" =
+      let
+        m = import ../../examples/hello-multi.nix { pkgsFor = _: pkgs; };
+      in
+      m.imageTag == "latest" && map (i: (confOf i).architecture) m.images == [ "amd64" "arm64" ];
+    "flake: lib.streamMultiArchImage takes pkgs" =
+      (flake.lib.streamMultiArchImage pkgs { name = "f"; tag = "x"; images = [ img ]; }).imageTag == "x";
     "passthru.sbom is a derivation" = img.sbom ? drvPath;
     "buildLayeredImage keeps passthru.sbom" = layered.sbom ? drvPath;
     "sbom = [ ] gives no passthru.sbom" = (sli { name = "x"; sbom = [ ]; }).sbom == null;
@@ -102,6 +145,22 @@ let
         confHead = (sli { name = "x"; sbomPackages = [ notInImage ]; }).conf.confHead;
       in
       !(builtins.getContext confHead ? ${builtins.unsafeDiscardStringContext notInImage.drvPath});
+    "passthru.digests is a derivation" = img.digests ? drvPath;
+    "mtime = \"now\" gives no passthru.digests" = (sli { name = "x"; mtime = "now"; }).digests == null;
+    "created = \"now\" keeps passthru.digests (layers do not depend on it)" =
+      (sli { name = "x"; created = "now"; }).digests ? drvPath;
+    "copyTo* scripts run with nix run (meta.mainProgram)" =
+      map (s: lib.getExe img.${s}) [ "copyToRegistry" "copyToDockerDaemon" "copyToPodman" ] == [
+        "${img.copyToRegistry}/bin/copy-to-registry"
+        "${img.copyToDockerDaemon}/bin/copy-to-docker-daemon"
+        "${img.copyToPodman}/bin/copy-to-podman"
+      ];
+    "buildLayeredImage keeps digests and the copyTo* scripts" =
+      layered.digests ? drvPath && layered.copyToRegistry ? drvPath
+      && layered.copyToDockerDaemon ? drvPath && layered.copyToPodman ? drvPath;
+    "passthru.digests is substitutable (a binary cache carries it)" =
+      (img.digests.allowSubstitutes or true) && !(img.digests.preferLocalBuild or false);
+    "an unknown layerCompression is refused" = fails (sli { name = "x"; layerCompression = "xz"; }).drvPath;
   };
   # The conf's JSON as the build writes it, minus the fields computed at build time.
   confOf = image: builtins.fromJSON (builtins.unsafeDiscardStringContext image.conf.confHead + "}");

@@ -244,6 +244,16 @@ let
       maxLayers = 3;
     };
 
+    # layerCompression (our extension): copyToRegistry pushes zstd blobs,
+    # and passthru.digests records their digests.
+    zstd-layers = streamLayeredImage {
+      name = "sli-e2e-zstd-layers";
+      tag = "latest";
+      layerCompression = "zstd";
+      contents = [ pkgs.hello ];
+      config.Cmd = [ "/bin/hello" ];
+    };
+
     compressed-zstd = buildLayeredImage {
       name = "sli-e2e-zstd";
       tag = "latest";
@@ -273,6 +283,62 @@ let
     )
   );
 
+  # passthru.digests and the copyTo* scripts (issues 8 and 9) of images of
+  # every shape that matters to them: plain, fromImage (base layers get no
+  # entry), more paths than layers, no store paths, a buildLayeredImage
+  # (passthru carried over), created = "now" (digests still hold), mtime =
+  # "now" (no digests) and zstd blobs. One JSON index names them all, so
+  # one build makes every digests file, in the sandbox.
+  passthruImages = lib.genAttrs [
+    "example"
+    "from-image"
+    "many-paths"
+    "no-store-paths"
+    "compressed-gz"
+    "created-now"
+    "times"
+    "zstd-layers"
+  ] (n: images.${n});
+  passthru-index = writeText "sli-e2e-passthru.json" (
+    builtins.toJSON (
+      lib.mapAttrs (_: image: {
+        digests = if image.digests == null then null else "${image.digests}";
+        copyToRegistry = "${image.copyToRegistry}";
+        copyToDockerDaemon = "${image.copyToDockerDaemon}";
+        copyToPodman = "${image.copyToPodman}";
+        mainPrograms = map (s: image.${s}.meta.mainProgram) [
+          "copyToRegistry"
+          "copyToDockerDaemon"
+          "copyToPodman"
+        ];
+        conf = "${image.conf}";
+        # The stream script (a buildLayeredImage's is passthru.stream).
+        stream = "${image.stream or image}";
+        exe = image.streamScript;
+        inherit (image) imageName imageTag;
+      }) passthruImages
+    )
+  );
+
+  # Two platforms under one tag (issue 11): a busybox image as built, and
+  # the same closure re-recorded as aarch64-linux's platform (linux/arm64/v8;
+  # its binaries need not run). Not in `images`: it streams no
+  # docker-archive, so e2e.sh writes it into an OCI layout instead.
+  multiPlatformImage = streamLayeredImage {
+    name = "sli-e2e-multi";
+    tag = "own";
+    contents = [ pkgs.busybox ];
+    config.Cmd = [ "/bin/echo" "multi-ok" ];
+  };
+  multi-arch = tools.streamMultiArchImage {
+    name = "sli-e2e-multi";
+    tag = "latest";
+    images = [
+      multiPlatformImage
+      { system = "aarch64-linux"; image = multiPlatformImage; }
+    ];
+  };
+
   # lib.getExe on an image runs its stream script: here inside the sandbox,
   # which also proves the executable needs nothing outside its closure.
   getexe = runCommand "sli-e2e-getexe" { } "${lib.getExe images.example} > $out";
@@ -291,4 +357,4 @@ let
     touch $out
   '';
 in
-images // { inherit index base getexe sandboxed; }
+images // { inherit index base getexe sandboxed passthru-index multi-arch; }
