@@ -6,6 +6,7 @@
 //! form) and `layering` (layers decided here, at stream time, from the
 //! exported reference graph) must be present.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -56,6 +57,10 @@ pub struct Conf {
     pub config: serde_json::Value,
 }
 
+/// The largest conf.json read (parsed JSON costs several times its size):
+/// 100 000 store paths in `store_layers` take about 10 MiB.
+pub const MAX_CONF: u64 = 64 << 20;
+
 fn default_store_dir() -> String {
     "/nix/store".to_owned()
 }
@@ -87,8 +92,20 @@ fn number_or_numeric_string<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::E
 impl Conf {
     /// Reads and checks a conf file. Errors name the file and the problem.
     pub fn load(path: &Path) -> Result<Conf> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("conf {}: cannot read", path.display()))?;
+        let cannot = || format!("conf {}: cannot read", path.display());
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .with_context(cannot)?
+            .take(MAX_CONF + 1)
+            .read_to_end(&mut bytes)
+            .with_context(cannot)?;
+        if bytes.len() as u64 > MAX_CONF {
+            bail!(
+                "conf {}: is over {} MiB; a conf names store paths, it does not hold data",
+                path.display(),
+                MAX_CONF >> 20
+            );
+        }
         Conf::parse(&bytes).with_context(|| format!("conf {}", path.display()))
     }
 
@@ -105,6 +122,37 @@ impl Conf {
         }
         Ok(conf)
     }
+}
+
+/// Docker's limit on the layers of an image (`max depth exceeded` beyond).
+pub const DOCKER_MAX_LAYERS: usize = 125;
+
+/// Checks made the way the consumer of the image will make them, once the
+/// repo_tag (the conf's or `-t`'s) and the layer counts are known:
+///
+/// - the repo_tag must be `NAME:TAG` in Docker's reference grammar (lower
+///   case repository, valid tag), or `docker load` refuses the image after
+///   it has been streamed; the error shows the rule;
+/// - more layers than Docker's 125 (base + store + customisation) is a
+///   warning line: Docker refuses to run the image, other tools may not.
+pub fn check_image(repo_tag: &str, base_layers: usize, store_layers: usize) -> Result<()> {
+    crate::reference::check_repo_tag(repo_tag)?;
+    if let Some(w) = layer_count_warning(base_layers, store_layers) {
+        crate::escape::to_stderr(&format!("stream-layered-image: warning: {w}\n"));
+    }
+    Ok(())
+}
+
+/// The warning for more layers than Docker takes, if any.
+pub fn layer_count_warning(base_layers: usize, store_layers: usize) -> Option<String> {
+    let total = base_layers + store_layers + 1;
+    (total > DOCKER_MAX_LAYERS).then(|| {
+        format!(
+            "the image has {total} layers ({base_layers} base, {store_layers} store, \
+             1 customisation); Docker refuses more than {DOCKER_MAX_LAYERS} \
+             (lower maxLayers or store_layers)"
+        )
+    })
 }
 
 /// What a field's JSON must look like.
@@ -298,5 +346,27 @@ mod tests {
                 "{field}: {err:#}"
             );
         }
+    }
+
+    #[test]
+    fn image_checks_repo_tag_and_warn_on_layer_count() {
+        check_image("hello:latest", 0, 3).unwrap();
+        check_image("localhost:5000/a/b:v1", 100, 24).unwrap();
+        // (checks with more layers would print the warning in the test run)
+        for bad in ["Hello:1", "a b:c", "a:b\nc", "hello", "a:b:c", ""] {
+            let e = format!("{:#}", check_image(bad, 0, 1).unwrap_err());
+            assert!(
+                e.contains("expected") || e.contains("NAME:TAG"),
+                "{bad:?}: {e}"
+            );
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+        // 125 is fine, 126 only warns.
+        assert_eq!(layer_count_warning(100, 24), None);
+        let w = layer_count_warning(100, 25).unwrap();
+        assert!(
+            w.contains("126 layers") && w.contains("more than 125"),
+            "{w}"
+        );
     }
 }

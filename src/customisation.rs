@@ -6,7 +6,9 @@
 //! checksum (whitespace stripped), checks that it is 64 characters long and
 //! uses it as the layer's diff_id without looking at `layer.tar`. We also
 //! check that it is hex and that it matches `layer.tar`'s sha256, since a
-//! wrong diff_id makes `docker load` reject the whole image.
+//! wrong diff_id makes `docker load` reject the whole image; that both are
+//! regular files (a FIFO would hang the read); and, in the same read, that
+//! `layer.tar` is a tar archive, which Docker requires as well.
 //!
 //! Checking before the image starts means a bad layer fails before any
 //! output, but costs a read of `layer.tar`; a layer of up to
@@ -16,10 +18,13 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
+
+use crate::base_image::tar_reader::{Skip, TarReader};
 
 /// Largest `layer.tar` kept in memory from the checking read.
 pub const KEEP_BYTES: u64 = 8 << 20;
@@ -55,12 +60,20 @@ impl Customisation {
         let layer_tar = dir.join("layer.tar");
         let expected = read_checksum(&checksum_path)
             .with_context(|| format!("customisation layer {}", checksum_path.display()))?;
-        let (actual, size, kept) = hash_file(&layer_tar, keep)
+        let (actual, size, kept, tar_problem) = hash_file(&layer_tar, keep)
             .with_context(|| format!("customisation layer {}", layer_tar.display()))?;
         if !expected.eq_ignore_ascii_case(&actual) {
             bail!(
                 "customisation layer {}: checksum {expected} does not match layer.tar (sha256 {actual})",
                 checksum_path.display()
+            );
+        }
+        // Docker refuses the whole image over a layer that is not a tar.
+        if let Some(problem) = tar_problem {
+            bail!(
+                "customisation layer {}: {}",
+                layer_tar.display(),
+                crate::escape::one_line(&problem)
             );
         }
         Ok(Customisation {
@@ -80,7 +93,12 @@ impl Customisation {
 /// The checksum file's digest: 64 hex digits, surrounding whitespace (a
 /// trailing newline from `sha256sum | cut`) ignored as nixpkgs' `.strip()`.
 fn read_checksum(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(describe_io)?;
+    let mut bytes = Vec::new();
+    // 64 digits and some whitespace; more is not a checksum file.
+    open_regular(path)?
+        .take(4096)
+        .read_to_end(&mut bytes)
+        .context("cannot read")?;
     let text = String::from_utf8_lossy(&bytes);
     let digest = text.trim();
     if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -90,32 +108,116 @@ fn read_checksum(path: &Path) -> Result<String> {
     Ok(digest.to_owned())
 }
 
-/// sha256 (lowercase hex) and size of a regular file, read in chunks, and
-/// its bytes if there are at most `keep` of them.
-fn hash_file(path: &Path, keep: u64) -> Result<(String, u64, Option<Vec<u8>>)> {
-    let meta = std::fs::metadata(path).map_err(describe_io)?;
-    ensure!(meta.is_file(), "is not a regular file");
-    let mut file = File::open(path).map_err(describe_io)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    let mut kept = (meta.len() <= keep).then(Vec::new);
-    loop {
-        let n = file.read(&mut buf).context("cannot read")?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
+/// Opens `path` if it is a regular file (symlinks followed). A FIFO would
+/// block the read forever and a device has no business here: both are
+/// refused by type, checked again on the file opened without blocking.
+fn open_regular(path: &Path) -> Result<File> {
+    let refuse = |m: &std::fs::Metadata| -> Result<()> {
+        let ft = m.file_type();
+        let what = if ft.is_file() {
+            return Ok(());
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        bail!("is {what}, not a regular file")
+    };
+    refuse(&std::fs::metadata(path).map_err(describe_io)?)?;
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(describe_io)?;
+    refuse(&file.metadata().context("cannot stat")?)?;
+    Ok(file)
+}
+
+/// Hashes (and keeps, up to a limit) every byte read through it; an I/O
+/// error is recorded, so that the tar check cannot mistake it for a
+/// malformed archive.
+struct Hashing {
+    file: File,
+    hasher: Sha256,
+    size: u64,
+    keep: u64,
+    kept: Option<Vec<u8>>,
+    io_error: Option<io::Error>,
+}
+
+impl Read for Hashing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.file.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let kind = e.kind();
+                self.io_error = Some(e);
+                return Err(io::Error::new(kind, "cannot read"));
+            }
+        };
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
         // A file that grew past `keep` while read is simply not kept.
-        if size > keep {
-            kept = None;
+        if self.size > self.keep {
+            self.kept = None;
         }
-        if let Some(k) = kept.as_mut() {
+        if let Some(k) = self.kept.as_mut() {
             k.extend_from_slice(&buf[..n]);
         }
+        Ok(n)
     }
-    Ok((crate::digest::hex(&hasher.finalize()), size, kept))
+}
+
+impl Skip for Hashing {}
+
+/// What one read of `layer.tar` tells: sha256 (lowercase hex), size, the
+/// bytes if kept, and what is wrong with it as a tar archive.
+type Hashed = (String, u64, Option<Vec<u8>>, Option<String>);
+
+/// sha256 (lowercase hex) and size of a regular file, its bytes if there
+/// are at most `keep` of them, and what is wrong with it as a tar archive
+/// (checked in the same read, by the reader base images go through).
+fn hash_file(path: &Path, keep: u64) -> Result<Hashed> {
+    let file = open_regular(path)?;
+    let len = file.metadata().context("cannot stat")?.len();
+    let mut h = Hashing {
+        file,
+        hasher: Sha256::new(),
+        size: 0,
+        keep,
+        kept: (len <= keep).then(Vec::new),
+        io_error: None,
+    };
+    let tar_problem = {
+        let mut tar = TarReader::new(&mut h);
+        loop {
+            match tar.next_member() {
+                Ok(Some(_)) => {}
+                Ok(None) => break None,
+                Err(e) => break Some(e.to_string()),
+            }
+        }
+    };
+    // The rest: the end-of-archive blocks and record padding.
+    let rest = io::copy(&mut h, &mut io::sink());
+    if let Some(e) = h.io_error.take() {
+        return Err(anyhow::Error::new(e).context("cannot read"));
+    }
+    rest.context("cannot read")?;
+    let tar_problem = tar_problem.map(|p| match p.as_str() {
+        "is empty" => "is empty, not a tar archive".to_owned(),
+        _ => p,
+    });
+    Ok((
+        crate::digest::hex(&h.hasher.finalize()),
+        h.size,
+        h.kept,
+        tar_problem,
+    ))
 }
 
 /// "is missing" reads better than "No such file or directory (os error 2)".
@@ -130,7 +232,8 @@ fn describe_io(e: io::Error) -> anyhow::Error {
 mod tests {
     use super::*;
 
-    const LAYER: &[u8] = b"not really a tar, but hashed all the same";
+    /// An empty tar archive: its end-of-archive blocks.
+    const LAYER: &[u8] = &[0u8; 1536];
     /// sha256 of LAYER, as `sha256sum` prints it.
     fn digest() -> String {
         let hex: String = Sha256::digest(LAYER)
@@ -261,5 +364,33 @@ mod tests {
         let dir = dir_with(Some(digest().as_bytes()), None);
         std::fs::create_dir(dir.join("layer.tar")).unwrap();
         assert!(err(&dir).contains("not a regular file"));
+    }
+
+    #[test]
+    fn layer_tar_that_is_not_a_tar() {
+        let junk = b"not really a tar, but hashed all the same";
+        let hex = crate::digest::hex(&Sha256::digest(junk));
+        let dir = dir_with(Some(hex.as_bytes()), Some(junk));
+        let e = err(&dir);
+        assert!(e.contains("layer.tar: is not a valid tar archive"), "{e}");
+        let dir = dir_with(
+            Some(crate::digest::hex(&Sha256::digest(b"")).as_bytes()),
+            Some(b""),
+        );
+        assert!(err(&dir).contains("is empty, not a tar archive"));
+    }
+
+    #[test]
+    fn fifos_are_refused_without_blocking() {
+        for name in ["checksum", "layer.tar"] {
+            let dir = dir_with(Some(digest().as_bytes()), Some(LAYER));
+            std::fs::remove_file(dir.join(name)).unwrap();
+            let c = std::ffi::CString::new(dir.join(name).into_os_string().into_encoded_bytes())
+                .unwrap();
+            // SAFETY: mkfifo with a valid C string.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+            let e = err(&dir);
+            assert!(e.contains(name) && e.contains("is a FIFO"), "{e}");
+        }
     }
 }

@@ -15,6 +15,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
+use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -145,22 +146,41 @@ pub fn stream<W: std::io::Write + Send + 'static>(
     Ok(())
 }
 
-/// Checks every layer's store paths before the image starts: each inside
-/// the store directory and present. A missing path (garbage-collected, a
-/// wrong `store_dir`) then fails before any output, instead of after the
-/// layers before it were streamed into `docker load`. One `lstat` per path.
+/// Checks every layer's store paths before the image starts: each a direct
+/// child of the store directory, present, and listed once in the whole
+/// image. A missing path (garbage-collected, a wrong `store_dir`) then
+/// fails before any output, instead of after the layers before it were
+/// streamed into `docker load`; a path listed twice would be two tar
+/// members of one name (nixpkgs' streamer writes that broken image) or the
+/// same files in two layers. One `lstat` per path.
 pub fn check_paths(layers: &[Vec<String>], store_dir: &str) -> Result<()> {
-    for p in layers.iter().flatten() {
-        let disk = checked_store_path(p, store_dir)?;
-        let path = Path::new(OsStr::from_bytes(&disk));
-        fs::symlink_metadata(path).with_context(|| format!("store path {}", path.display()))?;
+    let mut seen: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+    for (k, layer) in layers.iter().enumerate() {
+        for p in layer {
+            let disk = checked_store_path(p, store_dir)?;
+            if let Some(first) = seen.insert(disk.clone(), k) {
+                if first == k {
+                    bail!("store path {p:?} is listed twice in store layer {}", k + 1);
+                }
+                bail!(
+                    "store path {p:?} is listed in store layers {} and {}; each path belongs to one layer",
+                    first + 1,
+                    k + 1
+                );
+            }
+            let path = Path::new(OsStr::from_bytes(&disk));
+            fs::symlink_metadata(path).with_context(|| format!("store path {}", path.display()))?;
+        }
     }
     Ok(())
 }
 
-/// The normalised on-disk path of a store path, which must lie inside the
-/// store directory (nixpkgs asserts `path.startswith(store_dir)`; we check
-/// whole components so `/nix/store-x` is not inside `/nix/store`).
+/// The normalised on-disk path of a store path, which must be a direct
+/// child of the store directory, as Nix store paths are. nixpkgs asserts
+/// `path.startswith(store_dir)`; we check whole components (so
+/// `/nix/store-x` is not inside `/nix/store`) and refuse deeper paths:
+/// `STORE/abc-x/sub` where `abc-x` is a symlink to `/etc` would be read
+/// through that symlink, outside the store.
 pub fn checked_store_path(path: &str, store_dir: &str) -> Result<Vec<u8>> {
     let norm = normalise(path);
     let store = normalise(store_dir);
@@ -169,6 +189,13 @@ pub fn checked_store_path(path: &str, store_dir: &str) -> Result<Vec<u8>> {
         && (store.ends_with('/') || norm.as_bytes()[store.len()] == b'/');
     if !inside || norm.split('/').any(|c| c == "..") {
         bail!("store path {path:?} is outside store_dir {store_dir:?}");
+    }
+    let rest = norm[store.len()..].trim_start_matches('/');
+    if rest.contains('/') {
+        bail!(
+            "store path {path:?} is not a direct child of store_dir {store_dir:?} \
+             (Nix store paths are; a deeper path could be read through a symlink)"
+        );
     }
     Ok(norm.into_bytes())
 }
@@ -246,6 +273,19 @@ fn write_entry<W: std::io::Write + Send + 'static>(
         let path = Path::new(OsStr::from_bytes(&e.path));
         let mut f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         out.copy_exact(&mut f, e.size, path)?;
+        // Bytes past the planned size would be cut silently; a file that
+        // shrank is already an error in copy_exact, one that grew is too.
+        let mut one = [0u8; 1];
+        if f.read(&mut one)
+            .with_context(|| format!("{}: cannot read", path.display()))?
+            > 0
+        {
+            bail!(
+                "{}: grew while streaming (planned {} bytes); store paths must not change",
+                path.display(),
+                e.size
+            );
+        }
         STORE_BYTES_READ.fetch_add(e.size, std::sync::atomic::Ordering::Relaxed);
         out.write_zeros(tar::padding(e.size))?;
     }
@@ -377,6 +417,18 @@ mod tests {
             assert!(
                 err.to_string().contains("outside store_dir"),
                 "{bad}: {err}"
+            );
+        }
+        for deep in [
+            "/nix/store/abc-x/sub",
+            "/nix/store/abc-x/../abc-y/etc/passwd",
+        ] {
+            let err = checked_store_path(deep, "/nix/store")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("not a direct child") || err.contains("outside"),
+                "{deep}: {err}"
             );
         }
     }

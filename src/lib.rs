@@ -53,4 +53,5 @@ pub mod pyjson;
 pub mod reference;
 pub mod registry;
 pub mod sbom;
+pub mod signals;
 pub mod tar;

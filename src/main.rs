@@ -17,7 +17,7 @@ use stream_layered_image::base_image::{merge_config, BaseImage};
 use stream_layered_image::cache::Known;
 use stream_layered_image::cli::Cli;
 use stream_layered_image::compression::Codec;
-use stream_layered_image::conf::Conf;
+use stream_layered_image::conf::{self, Conf};
 use stream_layered_image::customisation::Customisation;
 use stream_layered_image::destination::index::{self, Platform};
 use stream_layered_image::destination::{self, Format};
@@ -98,7 +98,7 @@ impl Prepared {
     /// Loads the conf at `path` (already parsed as `conf`), opens the base
     /// image, decides the layers and checks their store paths and the
     /// customisation layer.
-    fn open(path: &Path, conf: Conf, now: SystemTime, explain: bool) -> Result<Prepared> {
+    fn open(path: &Path, conf: Conf, now: SystemTime, cli: &Cli) -> Result<Prepared> {
         let shown = path.display();
         let created = IsoTime::parse(&conf.created, now)
             .with_context(|| format!("conf {shown}: `created`"))?;
@@ -117,7 +117,13 @@ impl Prepared {
             .map(BaseImage::open)
             .transpose()?;
         let base_count = base.as_ref().map_or(0, |b| b.layers().len());
-        let (store_layers, nar_hashes) = decide_layers(&conf, base_count, explain)?;
+        let (store_layers, nar_hashes) = decide_layers(&conf, base_count, cli.explain_layers)?;
+        // The tag as Docker parses it; a warning beyond Docker's 125 layers.
+        conf::check_image(
+            cli.repo_tag_or(&conf.repo_tag),
+            base_count,
+            store_layers.len(),
+        )?;
         layer::check_paths(&store_layers, &conf.store_dir)?;
         let customisation = Customisation::open(&conf.customisation_layer)?;
         let config = match &base {
@@ -174,6 +180,8 @@ impl Prepared {
 }
 
 fn run(cli: &Cli) -> Result<Done> {
+    // SIGINT/SIGTERM/SIGHUP remove a half-written `-o` file or temporary blob.
+    stream_layered_image::output::install_signal_cleanup()?;
     if cli.conf.len() > 1 {
         return run_index(cli);
     }
@@ -183,12 +191,7 @@ fn run(cli: &Cli) -> Result<Done> {
     if !cli.sbom.is_empty() && sbom_outputs.is_empty() && !attaching {
         bail!("--sbom needs --sbom-out FILE with this output: only --oci-dir, --format oci|dual and --push carry SBOMs inside the image (a docker-archive, --load and --digests-only have no place for them)");
     }
-    let p = Prepared::open(
-        path,
-        Conf::load(path)?,
-        SystemTime::now(),
-        cli.explain_layers,
-    )?;
+    let p = Prepared::open(path, Conf::load(path)?, SystemTime::now(), cli)?;
     let known = open_known(cli);
     if let Some(file) = &cli.digests {
         let keys: Vec<_> = p.layers.iter().filter_map(|l| l.key.clone()).collect();
@@ -326,7 +329,7 @@ fn run_index(cli: &Cli) -> Result<Done> {
     let prepared = confs
         .into_iter()
         .zip(&cli.conf)
-        .map(|(c, path)| Prepared::open(path, c, now, cli.explain_layers))
+        .map(|(c, path)| Prepared::open(path, c, now, cli))
         .collect::<Result<Vec<_>>>()?;
     // One set of known facts for every platform: a layer one platform
     // produced is named before reading by the next, so it is found

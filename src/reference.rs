@@ -96,11 +96,25 @@ impl fmt::Display for Reference {
     }
 }
 
-/// Checks a conf `repo_tag` (or `-t`): `NAME:TAG` as `docker load` accepts it.
+/// Checks a conf `repo_tag` (or `-t`): `NAME:TAG` as `docker load` accepts
+/// it. A name without a tag is refused too: `docker load` requires a
+/// tagged reference in `RepoTags` ("invalid tag"), and nixpkgs always
+/// writes one.
 pub fn check_repo_tag(repo_tag: &str) -> Result<()> {
-    let r = Reference::parse(repo_tag)?;
+    let r = Reference::parse(repo_tag)
+        .map_err(|e| anyhow::anyhow!("repo_tag: {}", crate::escape::one_line(&e.to_string())))?;
     if r.digest.is_some() {
-        bail!("repo_tag {repo_tag:?}: a digest cannot be loaded as a tag; give NAME:TAG");
+        bail!(
+            "repo_tag {:?}: a digest cannot be loaded as a tag; give NAME:TAG",
+            repo_tag
+        );
+    }
+    if r.tag.is_none() {
+        bail!(
+            "repo_tag {:?}: has no tag; docker load needs NAME:TAG (e.g. {}:latest)",
+            repo_tag,
+            repo_tag
+        );
     }
     Ok(())
 }
@@ -349,6 +363,8 @@ mod tests {
     #[test]
     fn repo_tag_check() {
         check_repo_tag("hello:latest").unwrap();
+        let e = check_repo_tag("hello").unwrap_err().to_string();
+        assert!(e.contains("has no tag"), "{e}");
         check_repo_tag("localhost:5000/x:y").unwrap();
         assert!(check_repo_tag(&format!("a@sha256:{}", "0".repeat(64))).is_err());
         assert!(check_repo_tag("Hello:1").is_err());

@@ -604,13 +604,18 @@ fn executable_streams_the_decided_layers() {
     });
     std::fs::write(dir.join("conf.json"), conf.to_string()).unwrap();
     let out = dir.join("image.tar");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_stream-layered-image"))
+    // Output captured: the suite is quiet on success (issue 12).
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_stream-layered-image"))
         .arg(dir.join("conf.json"))
         .arg("-o")
         .arg(&out)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 
     // --explain-layers prints the decision and leaves the image unchanged.
     let explained = dir.join("image2.tar");

@@ -15,8 +15,24 @@ use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 
-/// The largest manifest or image config we read into memory.
-pub const MAX_JSON: u64 = 64 << 20;
+use super::tar_reader::{RawMember, Skip, TarReader};
+
+/// The largest image config we read into memory: real ones are a few KiB
+/// (one with a long history, some hundred KiB), and parsed JSON costs up
+/// to 40 times its size (a list of one-letter strings).
+pub const MAX_JSON: u64 = 2 << 20;
+/// The largest manifest.json: a few hundred bytes per image in it.
+pub const MAX_MANIFEST: u64 = 1 << 20;
+
+/// Members indexed at most: a docker-archive has a few per layer (and
+/// Docker takes 125 layers), so this only stops a hostile archive of
+/// millions of empty members from growing the index without bound.
+pub const MAX_MEMBERS: usize = 100_000;
+/// Bytes of member names indexed at most, for the same reason.
+pub const MAX_NAME_BYTES: usize = 16 << 20;
+/// Bytes of JSON members kept during a compressed scan at most; past it a
+/// member is read again when needed instead of kept.
+const MAX_KEPT_BYTES: usize = 3 * MAX_JSON as usize;
 
 /// Blobs up to this size whose first byte is `{` are kept during a
 /// compressed scan: in the OCI layout the image config is such a blob and
@@ -62,14 +78,28 @@ const MAX_LINK_HOPS: usize = 32;
 impl Index {
     /// Indexes every member of a tar stream. `keep_json` asks the scan to
     /// hold on to small JSON members (used when the stream cannot seek).
-    pub fn scan<R: Read>(entries: tar::Entries<'_, R>, keep_json: bool) -> Result<Index> {
+    pub fn scan<R: Skip>(reader: &mut TarReader<R>, keep_json: bool) -> Result<Index> {
         let mut index = Index::default();
-        for entry in entries {
-            let mut entry = entry.map_err(|e| tar_error(&e, index.members.last()))?;
-            let member = member_of(&entry).context("has an unsafe member name")?;
+        let (mut names, mut kept) = (0usize, 0usize);
+        loop {
+            let raw = match reader.next_member() {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break,
+                Err(e) => return Err(tar_error(&e, index.members.last())),
+            };
+            let member = member_of(&raw).context("has an unsafe member name")?;
             let i = index.members.len();
-            if keep_json && wants_json(&member) {
-                if let Some(bytes) = read_json_candidate(&mut entry, &member)? {
+            names += member.name.len();
+            if i >= MAX_MEMBERS || names > MAX_NAME_BYTES {
+                bail!(
+                    "has more than {MAX_MEMBERS} members or {} MiB of member names; \
+                     a docker-archive has a few per layer",
+                    MAX_NAME_BYTES >> 20
+                );
+            }
+            if keep_json && wants_json(&member) && kept + member.size as usize <= MAX_KEPT_BYTES {
+                if let Some(bytes) = read_json_candidate(&mut reader.data(), &member)? {
+                    kept += bytes.len();
                     index.kept.insert(i, bytes);
                 }
             }
@@ -131,8 +161,8 @@ impl Index {
     }
 }
 
-/// A tar reading error as one line: where it happened and a cleaned-up
-/// cause (the tar crate may quote raw header bytes, newlines included).
+/// A tar reading error as one line: where it happened and its cause
+/// (escaped all the same: a decompressor's message is not ours).
 pub fn tar_error(e: &std::io::Error, previous: Option<&Member>) -> anyhow::Error {
     let cause: String = e
         .to_string()
@@ -140,42 +170,41 @@ pub fn tar_error(e: &std::io::Error, previous: Option<&Member>) -> anyhow::Error
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(120)
         .collect();
+    // Our reader's own messages say what and where already.
+    if cause.starts_with("is not a valid tar archive") || cause.starts_with("has a") {
+        return anyhow::anyhow!("{cause}");
+    }
+    // zstd refuses frames whose window needs more than we allow.
+    if cause.contains("too much memory") {
+        return anyhow::anyhow!(
+            "cannot be decompressed within the memory limit (a zstd window over 128 MiB: {cause})"
+        );
+    }
     match previous {
         None => anyhow::anyhow!("is not a valid tar archive ({cause})"),
         Some(m) => anyhow::anyhow!(
             "is not a valid tar archive or is truncated after member {} ({cause})",
-            m.name
+            crate::escape::one_line(&m.name)
         ),
     }
 }
 
-/// Builds our view of one tar entry, refusing unsafe names.
-fn member_of<R: Read>(entry: &tar::Entry<'_, R>) -> Result<Member> {
-    let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-    let name = normalize(&raw)?;
-    let link = || -> String {
-        entry
-            .link_name_bytes()
-            .map(|l| String::from_utf8_lossy(&l).into_owned())
-            .unwrap_or_default()
-    };
-    let t = entry.header().entry_type();
-    let kind = if t.is_file() || t == tar::EntryType::Continuous {
-        Kind::Regular
-    } else if t.is_dir() {
-        Kind::Directory
-    } else if t.is_symlink() {
-        Kind::Symlink(link())
-    } else if t.is_hard_link() {
-        Kind::Hardlink(link())
-    } else {
-        Kind::Other(t.as_byte())
+/// Builds our view of one tar member, refusing unsafe names.
+fn member_of(raw: &RawMember) -> Result<Member> {
+    let name = normalize(&String::from_utf8_lossy(&raw.name))?;
+    let link = || String::from_utf8_lossy(&raw.link).into_owned();
+    let kind = match raw.typeflag {
+        b'0' | b'\0' | b'7' => Kind::Regular,
+        b'5' => Kind::Directory,
+        b'2' => Kind::Symlink(link()),
+        b'1' => Kind::Hardlink(link()),
+        t => Kind::Other(t),
     };
     Ok(Member {
         name,
         kind,
-        size: entry.size(),
-        data_pos: entry.raw_file_position(),
+        size: raw.size,
+        data_pos: raw.data_pos,
     })
 }
 

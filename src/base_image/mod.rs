@@ -3,9 +3,9 @@
 //!
 //! Mirrors nixpkgs' `load_from_image` / `add_base_layers`: the first entry
 //! of `manifest.json` names the image config and the layer members, the
-//! config's `rootfs.diff_ids` give each layer's diff_id (layers are never
-//! re-hashed, so a gzip-compressed layer member passes through as stored),
-//! and only `Env` of the base's `config` is inherited ([`merge_config`]).
+//! config's `rootfs.diff_ids` give each layer's diff_id (a gzip-compressed
+//! layer member passes through as stored), and only `Env` of the base's
+//! `config` is inherited ([`merge_config`]).
 //!
 //! Formats read: legacy `docker save` (`<id>/layer.tar`, possibly a symlink
 //! to another id's layer), Engine ≥ 25 `docker save` (OCI layout whose
@@ -16,15 +16,24 @@
 //! Unlike the reference, which trusts the archive, every problem is a
 //! one-line error naming the base image: not a tar, truncated, no
 //! `manifest.json`, a manifest naming missing members, member names that
-//! are absolute or contain `..`, layer members that are not files, and a
-//! layer count that differs from the diff_id count.
+//! are absolute or contain `..`, layer members that are not files, a
+//! layer count that differs from the diff_id count, a file that is not a
+//! regular file (refused before it is read: a FIFO would hang), and a layer
+//! whose bytes do not match its diff_id (checked while it is copied, see
+//! `verify`). The archive is untrusted: memory stays bounded whatever its
+//! headers claim ([`tar_reader`]'s limits, [`MAX_MANIFEST`], [`MAX_JSON`]
+//! for the config, [`MAX_MEMBERS`], [`MAX_NAME_BYTES`], zstd windows of at
+//! most 128 MiB).
 
 mod env;
 mod index;
 mod source;
+pub mod tar_reader;
+mod verify;
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::escape::one_line;
@@ -32,8 +41,10 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 pub use env::merge_config;
-use index::{tar_error, Index, Member, MAX_JSON};
+use index::{tar_error, Index, Member};
+pub use index::{MAX_JSON, MAX_MANIFEST, MAX_MEMBERS, MAX_NAME_BYTES};
 use source::Compression;
+use tar_reader::TarReader;
 
 /// One layer of the base image, in manifest order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,10 +103,10 @@ impl BaseImage {
             }
             bail!("has no manifest.json (not a docker-archive)");
         }
-        let manifest = reader.json("manifest.json")?;
+        let manifest = reader.json("manifest.json", MAX_MANIFEST)?;
         let (config_name, layer_names) = parse_manifest(&manifest)?;
         let config = reader
-            .json(&config_name)
+            .json(&config_name, MAX_JSON)
             .with_context(|| format!("image config {config_name} of manifest.json"))?;
         let diff_ids = diff_ids(&config, &config_name)?;
         check_config_env(&config, &config_name)?;
@@ -144,18 +155,25 @@ impl BaseImage {
     /// Streams every layer's stored bytes (exactly `size` bytes each) once,
     /// calling `f(index_in_manifest, layer, reader)`.
     ///
+    /// The reader verifies the layer against its diff_id as it goes: the
+    /// sha256 of the bytes, or of the decompressed bytes when the member is
+    /// itself gzip- or zstd-compressed (hashed, and decompressed, on another
+    /// thread). The read that delivers the last byte fails if they differ,
+    /// naming the layer, so a wrong base never becomes an image. A reader
+    /// that hits the end of the file early fails the same way.
+    ///
     /// A plain tar is read by seeking, in manifest order. A compressed one
-    /// is decompressed front to back and each layer is handed over as its
-    /// member is met (archive order); a member shared by several layers
-    /// costs one more pass per extra use. A reader that hits the end of the
-    /// file early returns an error naming the base image and the member.
+    /// is decompressed once, front to back, and each layer is handed over
+    /// as its member is met (archive order); a member listed by several
+    /// layers is kept in an unnamed temporary file from that one pass and
+    /// served again from there.
     pub fn stream_layers(
         &self,
         f: &mut dyn FnMut(usize, &BaseLayer, &mut dyn Read) -> Result<()>,
     ) -> Result<()> {
         match self.compression {
             Compression::None => self.stream_seeking(f),
-            Compression::Gzip | Compression::Zstd => self.stream_passes(f),
+            Compression::Gzip | Compression::Zstd => self.stream_one_pass(f),
         }
     }
 
@@ -163,71 +181,103 @@ impl BaseImage {
         &self,
         f: &mut dyn FnMut(usize, &BaseLayer, &mut dyn Read) -> Result<()>,
     ) -> Result<()> {
-        let mut file = File::open(&self.path)
-            .with_context(|| format!("base image {}: cannot open", self.path.display()))?;
-        for (i, layer) in self.layers.iter().enumerate() {
+        let mut file = source::open_regular(&self.path)
+            .with_context(|| format!("base image {}", self.path.display()))?;
+        let mut digests = HashMap::new();
+        for i in 0..self.layers.len() {
             file.seek(SeekFrom::Start(self.data_pos[i]))
                 .with_context(|| format!("base image {}: cannot seek", self.path.display()))?;
-            let mut reader = self.exact(layer, &mut file);
-            f(i, layer, &mut reader)?;
+            self.serve(i, &mut file, None, &mut digests, f)?;
         }
         Ok(())
     }
 
-    fn stream_passes(
+    fn stream_one_pass(
         &self,
-        f: &mut dyn FnMut(usize, &BaseLayer, &mut dyn Read) -> Result<()>,
-    ) -> Result<()> {
-        let mut served = vec![false; self.layers.len()];
-        while served.contains(&false) {
-            let before = served.iter().filter(|s| **s).count();
-            self.one_pass(&mut served, f)?;
-            if served.iter().filter(|s| **s).count() == before {
-                bail!(
-                    "base image {}: layer members not found on re-reading (did the file change?)",
-                    self.path.display()
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// One decompressing pass serving, per member met, the first layer
-    /// using it that was not served yet.
-    fn one_pass(
-        &self,
-        served: &mut [bool],
         f: &mut dyn FnMut(usize, &BaseLayer, &mut dyn Read) -> Result<()>,
     ) -> Result<()> {
         let ctx = || format!("base image {}", self.path.display());
+        let mut served = vec![false; self.layers.len()];
+        let mut digests = HashMap::new();
         let decoded = source::open_decoded(&self.path, self.compression).with_context(ctx)?;
-        let mut archive = tar::Archive::new(decoded);
-        for entry in archive.entries().with_context(ctx)? {
-            let mut entry = entry.map_err(|e| tar_error(&e, None)).with_context(ctx)?;
-            let pos = entry.raw_file_position();
-            let wanted = (0..self.layers.len()).find(|&i| !served[i] && self.data_pos[i] == pos);
-            if let Some(i) = wanted {
-                let layer = &self.layers[i];
-                f(i, layer, &mut self.exact(layer, &mut entry))?;
-                served[i] = true;
-                if !served.contains(&false) {
-                    break;
+        let mut reader = TarReader::new(decoded);
+        while served.contains(&false) {
+            let Some(raw) = reader
+                .next_member()
+                .map_err(|e| tar_error(&e, None))
+                .with_context(ctx)?
+            else {
+                break;
+            };
+            let users: Vec<usize> = (0..self.layers.len())
+                .filter(|&i| !served[i] && self.data_pos[i] == raw.data_pos)
+                .collect();
+            let Some((&first, again)) = users.split_first() else {
+                continue;
+            };
+            // Decompressing the archive again per extra use would cost a
+            // whole pass each; an unnamed file vanishes even on SIGKILL.
+            let mut spool = if again.is_empty() {
+                None
+            } else {
+                Some(
+                    tempfile::tempfile()
+                        .with_context(|| format!("{}: cannot create a temporary file", ctx()))?,
+                )
+            };
+            self.serve(first, &mut reader.data(), spool.as_mut(), &mut digests, f)?;
+            served[first] = true;
+            if let Some(mut spool) = spool {
+                for &i in again {
+                    spool
+                        .seek(SeekFrom::Start(0))
+                        .with_context(|| format!("{}: cannot re-read a layer", ctx()))?;
+                    self.serve(i, &mut spool, None, &mut digests, f)?;
+                    served[i] = true;
                 }
             }
+        }
+        if let Some(i) = served.iter().position(|s| !s) {
+            bail!(
+                "{}: layer member {} not found on re-reading (did the file change?)",
+                ctx(),
+                one_line(&self.layers[i].member)
+            );
         }
         Ok(())
     }
 
-    fn exact<'a, R: Read>(&self, layer: &BaseLayer, inner: &'a mut R) -> ExactReader<'a, R> {
-        ExactReader {
-            inner,
-            left: layer.size,
-            what: format!(
-                "base image {}: member {}",
-                self.path.display(),
-                one_line(&layer.member)
-            ),
+    /// Hands layer `i` (read from `inner`) to `f`, verified, copied into
+    /// `spool` on the way if given. A member whose digest is already known
+    /// (listed before) is compared with this layer's diff_id up front.
+    fn serve(
+        &self,
+        i: usize,
+        inner: &mut dyn Read,
+        spool: Option<&mut File>,
+        digests: &mut HashMap<u64, String>,
+        f: &mut dyn FnMut(usize, &BaseLayer, &mut dyn Read) -> Result<()>,
+    ) -> Result<()> {
+        let layer = &self.layers[i];
+        let what = format!(
+            "base image {}: layer {} ({})",
+            self.path.display(),
+            i + 1,
+            one_line(&layer.member)
+        );
+        let known = digests.get(&self.data_pos[i]).cloned();
+        if let Some(d) = &known {
+            verify::check(&what, &layer.diff_id, d)?;
         }
+        let mut reader = verify::Verifying::new(inner, layer.size, &layer.diff_id, what, spool);
+        if known.is_some() {
+            reader.skip_hashing();
+        }
+        f(i, layer, &mut reader)?;
+        if let Some(d) = reader.finish()? {
+            digests.insert(self.data_pos[i], d);
+        }
+        Ok(())
     }
 }
 
@@ -235,17 +285,15 @@ impl BaseImage {
 /// (and keeping small JSON members) otherwise.
 fn scan(path: &Path, compression: Compression) -> Result<Index> {
     if compression == Compression::None {
-        let file = File::open(path).context("cannot open")?;
+        let file = source::open_regular(path)?;
         let len = file.metadata().context("cannot stat")?.len();
-        let mut archive = tar::Archive::new(file);
-        let entries = archive.entries_with_seek().context("cannot read")?;
-        let index = Index::scan(entries, false)?;
+        let mut reader = TarReader::new(BufReader::with_capacity(1 << 16, file));
+        let index = Index::scan(&mut reader, false)?;
         index.check_within(len)?;
         Ok(index)
     } else {
-        let mut archive = tar::Archive::new(source::open_decoded(path, compression)?);
-        let entries = archive.entries().context("cannot read")?;
-        Index::scan(entries, true)
+        let mut reader = TarReader::new(source::open_decoded(path, compression)?);
+        Index::scan(&mut reader, true)
     }
 }
 
@@ -257,13 +305,14 @@ struct MemberReader<'a> {
 }
 
 impl MemberReader<'_> {
-    /// Parses member `name` as JSON (key order kept).
-    fn json(&self, name: &str) -> Result<Value> {
+    /// Parses member `name` (at most `limit` bytes) as JSON, key order kept.
+    fn json(&self, name: &str, limit: u64) -> Result<Value> {
         let normal = index::normalize(name).context("manifest.json names an unsafe member")?;
         let (i, m) = self.index.resolve(&normal)?;
         ensure!(
-            m.size <= MAX_JSON,
-            "member {name} is too large for JSON ({} bytes)",
+            m.size <= limit,
+            "member {} is too large ({} bytes; the limit is {limit})",
+            one_line(name),
             m.size
         );
         let bytes = match self.index.kept(i) {
@@ -277,19 +326,18 @@ impl MemberReader<'_> {
     fn read(&self, m: &Member) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
         if self.compression == Compression::None {
-            let mut file = File::open(self.path).context("cannot open")?;
+            let mut file = source::open_regular(self.path)?;
             file.seek(SeekFrom::Start(m.data_pos))
                 .context("cannot seek")?;
             file.take(m.size)
                 .read_to_end(&mut bytes)
                 .context("cannot read")?;
         } else {
-            let mut archive = tar::Archive::new(source::open_decoded(self.path, self.compression)?);
-            for entry in archive.entries().context("cannot read")? {
-                let mut entry = entry.map_err(|e| tar_error(&e, None))?;
-                if entry.raw_file_position() == m.data_pos {
-                    entry.read_to_end(&mut bytes).with_context(|| {
-                        format!("is truncated or corrupt (in member {})", m.name)
+            let mut reader = TarReader::new(source::open_decoded(self.path, self.compression)?);
+            while let Some(raw) = reader.next_member().map_err(|e| tar_error(&e, None))? {
+                if raw.data_pos == m.data_pos {
+                    reader.data().read_to_end(&mut bytes).with_context(|| {
+                        format!("is truncated or corrupt (in member {})", one_line(&m.name))
                     })?;
                     break;
                 }
@@ -298,7 +346,7 @@ impl MemberReader<'_> {
         ensure!(
             bytes.len() as u64 == m.size,
             "is truncated: member {} ends early",
-            m.name
+            one_line(&m.name)
         );
         Ok(bytes)
     }
@@ -364,33 +412,6 @@ fn check_config_env(config: &Value, config_name: &str) -> Result<()> {
     }
 }
 
-/// Hands out exactly `left` bytes and turns an early end into an error.
-struct ExactReader<'a, R> {
-    inner: &'a mut R,
-    left: u64,
-    what: String,
-}
-
-impl<R: Read> Read for ExactReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("{}: truncated, {} bytes missing", self.what, self.left),
-            ));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,18 +459,5 @@ mod tests {
         assert!(check_config_env(&json!({}), "c").is_ok());
         assert!(check_config_env(&json!({"config": {"Env": "A=1"}}), "c").is_err());
         assert!(check_config_env(&json!({"config": []}), "c").is_err());
-    }
-
-    #[test]
-    fn exact_reader_errors_on_early_end() {
-        let mut data: &[u8] = b"abc";
-        let mut r = ExactReader {
-            inner: &mut data,
-            left: 5,
-            what: "base image x: member y".into(),
-        };
-        let mut out = Vec::new();
-        let e = r.read_to_end(&mut out).unwrap_err().to_string();
-        assert!(e.contains("member y") && e.contains("truncated"), "{e}");
     }
 }

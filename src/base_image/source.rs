@@ -10,6 +10,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -48,12 +49,8 @@ pub fn detect(head: &[u8]) -> Result<Compression> {
 
 /// Reads the first bytes of `path` and classifies it.
 pub fn sniff(path: &Path) -> Result<Compression> {
-    if path.is_dir() {
-        bail!("is a directory, not a docker-archive tarball");
-    }
     let mut head = Vec::with_capacity(8);
-    File::open(path)
-        .context("cannot open")?
+    open_regular(path)?
         .take(8)
         .read_to_end(&mut head)
         .context("cannot read")?;
@@ -63,15 +60,58 @@ pub fn sniff(path: &Path) -> Result<Compression> {
     detect(&head)
 }
 
+/// Opens `path` for reading if it is a regular file (symlinks followed).
+/// Anything else is refused by its type before it is opened for reading:
+/// reading a FIFO blocks forever, opening some devices has side effects.
+/// The open itself is non-blocking and the type checked again on the open
+/// file, so a file swapped for a FIFO in between is refused, not waited on.
+pub fn open_regular(path: &Path) -> Result<File> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!("cannot open: no such file"),
+        _ => anyhow::Error::new(e).context("cannot open"),
+    })?;
+    refuse_non_regular(&meta)?;
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .context("cannot open")?;
+    refuse_non_regular(&file.metadata().context("cannot stat")?)?;
+    Ok(file)
+}
+
+fn refuse_non_regular(meta: &std::fs::Metadata) -> Result<()> {
+    let ft = meta.file_type();
+    let what = if ft.is_file() {
+        return Ok(());
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    bail!("is {what}, not a docker-archive tarball")
+}
+
 /// Opens `path` and returns its decoded tar stream, from the start.
 pub fn open_decoded(path: &Path, compression: Compression) -> Result<Box<dyn Read>> {
-    let file = BufReader::with_capacity(1 << 16, File::open(path).context("cannot open")?);
+    let file = BufReader::with_capacity(1 << 16, open_regular(path)?);
     Ok(match compression {
         Compression::None => Box::new(file),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(file).context("cannot start zstd decoding")?,
-        ),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::with_buffer(file)
+                .context("cannot start zstd decoding")?;
+            // A frame may ask for a window of up to 2 GiB; zstd's own
+            // default refuses more than 128 MiB, which we make explicit.
+            d.window_log_max(27).context("cannot start zstd decoding")?;
+            Box::new(d)
+        }
     })
 }
 

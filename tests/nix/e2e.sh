@@ -19,11 +19,35 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 standin="$repo/tests/nixpkgs-standin"
 work=$(mktemp -d /tmp/sli-e2e.XXXXXX)
-loaded=()
+# Every reference `docker load` reported, one per line. A file, not an
+# array: load() runs in $(…) subshells, whose assignments are lost.
+loaded="$work/loaded"
+# The tags Docker had before the run (`REPO:TAG FULL-ID`), so that cleanup
+# gives back a tag the user had (the README example's hello:latest) instead
+# of removing it, and removes only what this run added.
+before="$work/before"
+: >"$loaded"
+: >"$before"
 cleanup() {
-    # load() runs in $(...), a subshell: it also lists what it loaded in a file.
-    if [ -s "$work/loaded.list" ]; then mapfile -t -O "${#loaded[@]}" loaded <"$work/loaded.list"; fi
-    if [ ${#loaded[@]} -gt 0 ]; then docker rmi -f "${loaded[@]}" >/dev/null 2>&1 || true; fi
+    if [ -s "$loaded" ]; then
+        local ref old id ids=()
+        while read -r ref; do
+            id=$(docker image inspect -f '{{.Id}}' "$ref" 2>/dev/null) && ids+=("$id")
+            old=$(awk -v r="$ref" '$1 == r { print $2 }' "$before")
+            if [ -n "$old" ]; then
+                docker tag "$old" "$ref" >/dev/null 2>&1 || true
+            else
+                docker rmi "$ref" >/dev/null 2>&1 || true
+            fi
+        done < <(sort -u "$loaded")
+        # Our images left without a tag; an image still tagged (the user's
+        # own, byte-identical to ours) stays.
+        for id in ${ids[@]+"${ids[@]}"}; do
+            if [ "$(docker image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null)" = 0 ]; then
+                docker rmi "$id" >/dev/null 2>&1 || true
+            fi
+        done
+    fi
     docker rm -f sli-e2e-export >/dev/null 2>&1 || true
     if [ -n "${registry_pid:-}" ]; then kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; fi
     if [ -n "${podman_loaded:-}" ]; then podman rmi -f "$podman_loaded" >/dev/null 2>&1 || true; fi
@@ -403,8 +427,10 @@ if ! docker info >/dev/null 2>&1; then
     exit 0
 fi
 
+docker images --no-trunc --format '{{.Repository}}:{{.Tag}} {{.ID}}' >"$before"
+
 # load NAME [stream args...]: streams (or reads) the image into docker load;
-# prints the loaded reference.
+# prints the loaded reference and records it for cleanup.
 load() {
     local name=$1 path ref
     shift
@@ -415,8 +441,7 @@ load() {
         docker load -i "$path" >"$work/$name.load"
     fi
     ref=$(sed -n 's/^Loaded image: //p' "$work/$name.load" | tail -n 1)
-    loaded+=("$ref")
-    echo "$ref" >>"$work/loaded.list"
+    echo "$ref" >>"$loaded"
     echo "$ref"
 }
 layers() { docker image inspect -f '{{len .RootFS.Layers}}' "$1"; }
@@ -438,9 +463,9 @@ expect "streaming twice gives the same bytes" "$a" "$b"
 # --- the consumer flake's images -------------------------------------------
 for r in "$work/consumer" "$work/consumer-1"; do
     ref=$("$r" 2>/dev/null | docker load | sed -n 's/^Loaded image: //p')
+    echo "$ref" >>"$loaded"
     echo "$ref=$(run "$ref")"
 done | sort >"$work/consumer.out"
-loaded+=(sli-e2e-consumer:lib sli-e2e-consumer:overlay) # the loop ran in a subshell
 expect "consumer flake images load and run" \
     "sli-e2e-consumer:lib=Hello, world!;sli-e2e-consumer:overlay=Hello, world!" \
     "$(paste -sd ';' "$work/consumer.out")"
@@ -601,7 +626,7 @@ else
     # Its own digest cache, so the reload below knows the layers from the
     # first load alone.
     if out=$("$copy" -t sli-e2e-copy:latest --cache "$work/cache" 2>"$work/copy.err"); then
-        loaded+=(sli-e2e-copy:latest)
+        echo sli-e2e-copy:latest >>"$loaded"
         expect "copyToDockerDaemon prints the loaded image" "Loaded image: sli-e2e-copy:latest" \
             "$(echo "$out" | grep '^Loaded image: ' | tail -n 1)"
         expect "copyToDockerDaemon: the image runs" "Hello, world!" "$(run sli-e2e-copy:latest)"
@@ -622,7 +647,7 @@ fi
 if [ -n "${registry:-}" ] && [ -n "${registry_pid:-}" ]; then
     pulled="$registry/sli-e2e-pushed/example:latest"
     if docker pull -q "$pulled" >"$work/pull.log" 2>&1; then
-        loaded+=("$pulled")
+        echo "$pulled" >>"$loaded"
         expect "docker pull of what copyToRegistry pushed runs" "Hello, world!" "$(run "$pulled")"
     else
         fail "docker pull from the loopback registry" "$(tail -n 2 "$work/pull.log")"
