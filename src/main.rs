@@ -360,7 +360,7 @@ fn run_index(cli: &Cli) -> Result<Done> {
         index::Target::Archive {
             dual: cli.format == Format::Dual,
             codec,
-            output: Output::open(target, cli.compress)?,
+            output: Box::new(Output::open(target, cli.compress)?),
         }
     };
     let written = index::write(&images, &platforms, target);

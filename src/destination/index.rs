@@ -234,7 +234,7 @@ pub enum Target {
         /// Per-layer compression.
         codec: Codec,
         /// Where it goes.
-        output: Output,
+        output: Box<Output>,
     },
     /// A registry (`--push`).
     Push(Box<Push>),
@@ -272,7 +272,7 @@ pub fn write(images: &[Image], platforms: &[Platform], target: Target) -> Result
             codec,
             output,
         } => {
-            let (written, index) = to_archive(images, platforms, dual, codec, output)?;
+            let (written, index) = to_archive(images, platforms, dual, codec, *output)?;
             let tail = vec![format!("index {index}")];
             (written, index, tail)
         }
