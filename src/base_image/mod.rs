@@ -105,8 +105,11 @@ impl BaseImage {
         }
         let manifest = reader.json("manifest.json", MAX_MANIFEST)?;
         let (config_name, layer_names) = parse_manifest(&manifest)?;
+        // The parsed manifest costs many times its size: gone before the
+        // config is parsed, so the two peaks never add up.
+        drop(manifest);
         let config = reader
-            .json(&config_name, MAX_JSON)
+            .config_json(&config_name, MAX_JSON)
             .with_context(|| format!("image config {config_name} of manifest.json"))?;
         let diff_ids = diff_ids(&config, &config_name)?;
         check_config_env(&config, &config_name)?;
@@ -145,9 +148,9 @@ impl BaseImage {
         &self.layers
     }
 
-    /// The whole base image configuration (`config`, `rootfs`, `history`
-    /// …) with its key order kept. Pass `config()["config"]` to
-    /// [`merge_config`].
+    /// The parts of the base image configuration a new image uses:
+    /// `config` (key order kept) and `rootfs`; the rest is never parsed
+    /// into memory. Pass `config()["config"]` to [`merge_config`].
     pub fn config(&self) -> &Value {
         &self.config
     }
@@ -307,6 +310,12 @@ struct MemberReader<'a> {
 impl MemberReader<'_> {
     /// Parses member `name` (at most `limit` bytes) as JSON, key order kept.
     fn json(&self, name: &str, limit: u64) -> Result<Value> {
+        let bytes = self.bytes(name, limit)?;
+        serde_json::from_slice(&bytes).with_context(|| format!("member {name} is not valid JSON"))
+    }
+
+    /// A JSON member's bytes, at most `limit` of them.
+    fn bytes(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
         let normal = index::normalize(name).context("manifest.json names an unsafe member")?;
         let (i, m) = self.index.resolve(&normal)?;
         ensure!(
@@ -315,11 +324,46 @@ impl MemberReader<'_> {
             one_line(name),
             m.size
         );
-        let bytes = match self.index.kept(i) {
-            Some(b) => b.to_vec(),
-            None => self.read(m)?,
+        match self.index.kept(i) {
+            Some(b) => Ok(b.to_vec()),
+            None => self.read(m),
+        }
+    }
+
+    /// The image config's `config` and `rootfs`, the only parts a new image
+    /// uses, as one object. The rest (`history`, …) is skipped while parsed,
+    /// never built: a config full of tiny JSON values costs many times its
+    /// size once parsed, and base images are untrusted.
+    fn config_json(&self, name: &str, limit: u64) -> Result<Value> {
+        #[derive(serde::Deserialize)]
+        struct Used {
+            #[serde(default)]
+            config: Option<Value>,
+            #[serde(default)]
+            rootfs: Option<Value>,
+        }
+        let bytes = self.bytes(name, limit)?;
+        let kept = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => serde_json::from_slice::<Used>(&bytes)
+                .with_context(|| format!("member {name} is not valid JSON"))?,
+            // Not an object: it has no rootfs, which diff_ids() reports.
+            _ => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+                    .with_context(|| format!("member {name} is not valid JSON"))?;
+                Used {
+                    config: None,
+                    rootfs: None,
+                }
+            }
         };
-        serde_json::from_slice(&bytes).with_context(|| format!("member {name} is not valid JSON"))
+        let mut top = serde_json::Map::new();
+        if let Some(c) = kept.config {
+            top.insert("config".into(), c);
+        }
+        if let Some(r) = kept.rootfs {
+            top.insert("rootfs".into(), r);
+        }
+        Ok(Value::Object(top))
     }
 
     /// Reads a member's bytes: seeking in a plain file, else another pass.
