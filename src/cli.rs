@@ -31,6 +31,11 @@ CONF.json fields (as nixpkgs' streamLayeredImage writes them):
   config               the image's config object (Cmd, Entrypoint, Env, ...), kept verbatim;
                        with from_image, Env is merged over the base image's
 
+Limits on base images (untrusted input; beyond them: one error line, no image):
+  manifest.json 1 MiB, image config 2 MiB, 100 000 archive members, 16 MiB of member names,
+  GNU long names/links 64 KiB, PAX headers 1 MiB, zstd window 128 MiB; every layer is checked
+  against its diff_id while copied.
+
 Progress goes to stderr. Exit status: 0 on success, 1 on any error (one line on stderr),
 2 on bad command-line usage.";
 
