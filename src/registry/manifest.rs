@@ -85,8 +85,24 @@ impl Client {
     /// `media_type`; returns the manifest's digest. A registry that
     /// answers with another `Docker-Content-Digest` is an error.
     pub fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<String> {
+        self.put_manifest_as(Some(reference), media_type, bytes, "manifest")
+            .map(|(digest, _)| digest)
+    }
+
+    /// `PUT` of manifest `bytes` under `reference` (its own digest when
+    /// `None`), checked against the registry's `Docker-Content-Digest`;
+    /// returns the digest and whether the answer carried `OCI-Subject`
+    /// (the registry has the referrers API). `kind` names it in errors.
+    pub(super) fn put_manifest_as(
+        &self,
+        reference: Option<&str>,
+        media_type: &str,
+        bytes: &[u8],
+        kind: &str,
+    ) -> Result<(String, bool)> {
         let digest = digest_of(bytes);
-        let what = format!("putting manifest {digest} as {reference}");
+        let reference = reference.unwrap_or(&digest);
+        let what = format!("putting {kind} {digest} as {reference}");
         let mut req = Req::new(
             "PUT",
             format!("/v2/{}/manifests/{reference}", self.t.repository),
@@ -105,7 +121,8 @@ impl Client {
                 ));
             }
         }
-        Ok(digest)
+        let api = resp.header("oci-subject").is_some();
+        Ok((digest, api))
     }
 
     /// `HEAD /v2/NAME/manifests/REFERENCE`: the digest, `None` if absent.

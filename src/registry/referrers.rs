@@ -17,8 +17,7 @@
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
-use super::manifest::{digest_of, MANIFEST_CAP};
-use super::transport::Req;
+use super::manifest::MANIFEST_CAP;
 use super::Client;
 
 /// The OCI image index media type: the referrers tag's content.
@@ -56,28 +55,7 @@ impl Client {
     /// (it answered with `OCI-Subject`). When it has not, the caller keeps
     /// the list with [`Client::add_to_referrers_tag`].
     pub fn put_referrer(&self, media_type: &str, bytes: &[u8]) -> Result<(String, bool)> {
-        let digest = digest_of(bytes);
-        let what = format!("putting referrer manifest {digest}");
-        let mut req = Req::new(
-            "PUT",
-            format!("/v2/{}/manifests/{digest}", self.t.repository),
-        );
-        req.headers.push(("content-type", media_type.to_owned()));
-        req.body = Some(bytes);
-        let resp = self.t.call(&what, &req)?;
-        if !matches!(resp.status, 200 | 201 | 202 | 204) {
-            return Err(self.t.unexpected(&what, &resp));
-        }
-        if let Some(d) = resp.header("docker-content-digest") {
-            if d != digest {
-                return Err(self.t.fail(
-                    &what,
-                    format!("the registry says it stored {d}, not the manifest we sent"),
-                ));
-            }
-        }
-        let api = resp.header("oci-subject").is_some();
-        Ok((digest, api))
+        self.put_manifest_as(None, media_type, bytes, "referrer manifest")
     }
 
     /// Adds `descriptor` (of a manifest whose subject is `subject`) to the
