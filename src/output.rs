@@ -133,14 +133,7 @@ impl TempFile {
     /// [`TempFile::beside`] with `random` random characters in the name
     /// (tests use 1 to plant something at every possible name).
     fn beside_with(target: &Path, random: usize) -> Result<(File, TempFile)> {
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let (dir, name) = dir_and_name(target);
         let file = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".sli-tmp")
@@ -204,17 +197,24 @@ pub struct TempDir {
     signal: Option<signals::Registration>,
 }
 
+/// The directory a temporary sibling of `target` goes in (so the final
+/// rename stays on one file system) and the name it is derived from.
+fn dir_and_name(target: &Path) -> (&Path, String) {
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (dir, name)
+}
+
 impl TempDir {
     /// Creates the directory beside `target`.
     pub fn beside(target: &Path) -> Result<TempDir> {
-        let parent = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let (parent, name) = dir_and_name(target);
         let dir = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".sli-tmp")
