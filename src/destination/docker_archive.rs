@@ -36,7 +36,13 @@ pub fn write<W: Write + Send + 'static>(
     omit: &[bool],
 ) -> Result<(W, Written)> {
     let omitted = |i: usize| omit.get(i).copied().unwrap_or(false);
-    let known = img.known_diff_ids();
+    // Only a left-out layer needs its diff_id before reading; looking them
+    // all up would cost every plain stream a cache read per layer.
+    let known = if omit.contains(&true) {
+        img.known_diff_ids()
+    } else {
+        vec![None; img.layers.len()]
+    };
     for (i, d) in known.iter().enumerate() {
         if omitted(i) && d.is_none() {
             bail!(
