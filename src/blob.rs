@@ -115,7 +115,9 @@ pub fn produce<W: Write + Send + 'static>(
         blobs: BTreeMap::new(),
     };
     if codec != Codec::None {
-        learnt.blobs.insert(codec.name().to_owned(), blob.clone());
+        learnt
+            .blobs
+            .insert(codec.fact_key().to_owned(), blob.clone());
     }
     settle(img, i, &learnt)?;
     img.reporter.progress(size, true);

@@ -99,7 +99,7 @@ pub struct Facts {
     pub diff_id: String,
     /// Size of the uncompressed tar.
     pub size: u64,
-    /// Per codec name (`gzip`, `zstd`): the compressed blob.
+    /// Per codec's [`Codec::fact_key`]: the compressed blob.
     #[serde(default)]
     pub blobs: BTreeMap<String, Blob>,
 }
@@ -112,16 +112,28 @@ impl Facts {
                 digest: self.diff_id.clone(),
                 size: self.size,
             }),
-            c => self.blobs.get(c.name()).cloned(),
+            c => self.blobs.get(c.fact_key()).cloned(),
         }
     }
 
+    /// Well-formed digests. Keys of encoders this version no longer has
+    /// (written by an older version) are well-formed too: see [`Self::current`].
     fn is_valid(&self) -> bool {
         is_sha256_digest(&self.diff_id)
-            && self
-                .blobs
-                .iter()
-                .all(|(k, b)| matches!(k.as_str(), "gzip" | "zstd") && is_sha256_digest(&b.digest))
+            && self.blobs.iter().all(|(k, b)| {
+                !k.is_empty()
+                    && k.bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                    && is_sha256_digest(&b.digest)
+            })
+    }
+
+    /// `self` without the blobs of encoders other than this version's,
+    /// so they are neither used nor carried into new entries and files.
+    fn current(mut self) -> Facts {
+        let keys = [Codec::Gzip.fact_key(), Codec::Zstd.fact_key()];
+        self.blobs.retain(|k, _| keys.contains(&k.as_str()));
+        self
     }
 
     /// `self` with `other`'s blobs added; None when the two disagree on
@@ -191,7 +203,7 @@ impl Known {
         let facts = serde_json::from_slice::<Entry>(&bytes)
             .ok()
             .filter(|e| e.key == *key && e.facts.is_valid())
-            .map(|e| e.facts);
+            .map(|e| e.facts.current());
         match facts {
             Some(f) => {
                 self.lock().insert(key.clone(), f.clone());
@@ -263,7 +275,7 @@ impl Known {
                     l.key.0
                 );
             }
-            self.lock().insert(l.key.clone(), l.facts.clone());
+            self.lock().insert(l.key.clone(), l.facts.clone().current());
         }
         Ok(())
     }
@@ -423,13 +435,22 @@ mod tests {
         let mut f = facts(1);
         known.record(&k, &f);
         f.blobs.insert(
-            "gzip".into(),
+            Codec::Gzip.fact_key().into(),
             Blob {
                 digest: format!("sha256:{}", hex(&[2; 32])),
                 size: 9,
             },
         );
-        known.record(&k, &f);
+        let mut with_old_encoder = f.clone();
+        // What an older version's gzip encoder recorded: kept out of use.
+        with_old_encoder.blobs.insert(
+            "gzip".into(),
+            Blob {
+                digest: format!("sha256:{}", hex(&[3; 32])),
+                size: 8,
+            },
+        );
+        known.record(&k, &with_old_encoder);
         let again = Known::with_cache(dir.path().to_owned());
         assert_eq!(again.get(&k), Some(f.clone()));
         assert_eq!(again.get(&k).unwrap().blob(Codec::Gzip).unwrap().size, 9);

@@ -7,15 +7,21 @@
 //! digest cache remembers. So each codec has one pinned encoder and
 //! parameter set (the encoder crates are pinned in Cargo.lock):
 //!
-//! - gzip: `flate2` with its zlib-rs backend (a Rust port of zlib-ng's
-//!   deflate), level 6, header with mtime 0, no file name, OS byte 255
-//!   (what `flate2::GzBuilder` writes);
+//! - gzip: one member, header with mtime 0, no file name, OS byte 255;
+//!   the deflate stream is cut every 256 KiB of input, each block
+//!   deflated at level 6 by `flate2`'s zlib-rs backend (a Rust port of
+//!   zlib-ng's deflate) with the previous 32 KiB as dictionary and a sync
+//!   flush at its end, so blocks compress on several cores at once and
+//!   still give the same bytes whatever the thread count ([`gzip`]);
 //! - zstd: libzstd via the `zstd` crate, level 3, single-threaded, no
 //!   checksum, no dictionary, content size unset (it is streamed).
 //!
-//! A layer is always compressed by one encoder on one thread, so the
-//! result does not depend on how many layers are compressed at once.
+//! A layer is always compressed by one encoder whose output is a function
+//! of its input alone, so the result does not depend on how many layers
+//! are compressed at once or on how many threads help.
 #![warn(missing_docs)]
+
+pub mod gzip;
 
 use std::io::{self, Write};
 
@@ -33,11 +39,24 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// The name used in the cache and digests files.
+    /// The name users give and see (`--layer-compression`).
     pub fn name(self) -> &'static str {
         match self {
             Codec::None => "none",
             Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// The key of this codec's blobs in the cache and digests files. It
+    /// names the pinned encoder, not just the format: when an encoder's
+    /// bytes change (gzip became block-parallel), the key changes, so
+    /// blob digests recorded by an older version are ignored instead of
+    /// being taken for names of blobs this version no longer writes.
+    pub fn fact_key(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Gzip => "gzip-blocks",
             Codec::Zstd => "zstd",
         }
     }
@@ -77,11 +96,7 @@ impl Codec {
     pub fn encoder<W: Write>(self, out: W) -> Result<Encoder<W>> {
         Ok(match self {
             Codec::None => Encoder::None(out),
-            Codec::Gzip => Encoder::Gzip(
-                flate2::GzBuilder::new()
-                    .mtime(0)
-                    .write(out, flate2::Compression::new(6)),
-            ),
+            Codec::Gzip => Encoder::Gzip(gzip::GzipEncoder::new(out)),
             Codec::Zstd => {
                 let mut e =
                     zstd::stream::write::Encoder::new(out, 3).context("cannot start zstd")?;
@@ -99,7 +114,7 @@ pub enum Encoder<W: Write> {
     /// Pass-through.
     None(W),
     /// gzip.
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(gzip::GzipEncoder<W>),
     /// zstd.
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
