@@ -10,6 +10,13 @@
 //! byte-aligned, so the compressed blocks concatenate into one valid
 //! deflate stream. The last block ends the stream instead.
 //!
+//! A block whose byte frequencies are near-uniform (already compressed
+//! data: `.gz`, `.xz`, `.jar`, images, firmware; random test data) is
+//! stored instead of deflated, as klauspost/compress (skopeo, containerd)
+//! and zstd do: deflate cannot shrink it, and trying runs at a crawl.
+//! The test is exact integer arithmetic on the block's byte counts
+//! ([`incompressible`]), so it decides the same way on every machine.
+//!
 //! What each block compresses to depends only on its bytes, the bytes
 //! before it and the level, never on which thread ran it or when, so the
 //! output is the same whatever the thread count: the blob digest stays a
@@ -17,7 +24,6 @@
 //! are computed in order on the caller's thread (CRC-32 runs at several
 //! GB/s, far ahead of deflate).
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc::{self, Receiver};
@@ -172,13 +178,15 @@ impl<W: Write> Write for GzipEncoder<W> {
 /// Deflates one block primed with `dictionary`: raw deflate, ending with
 /// a sync flush, or with the final block when `last`.
 fn deflate_block(dictionary: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    thread_local! {
-        // A deflate state is ~300 KiB of tables: reuse one per thread.
-        static STATE: RefCell<Compress> = RefCell::new(Compress::new(Compression::new(LEVEL), false));
+    if incompressible(data) {
+        return Ok(stored_blocks(data, last));
     }
-    STATE.with(|state| {
-        let mut c = state.borrow_mut();
-        c.reset();
+    // A fresh state per block: a reset one is not enough, since zlib-rs
+    // keeps the previous stream's bytes in its window, and match finding
+    // near the input's end can peek at them (the bytes would then depend
+    // on which block a thread compressed before).
+    let mut c = Compress::new(Compression::new(LEVEL), false);
+    {
         if !dictionary.is_empty() {
             c.set_dictionary(dictionary).map_err(io::Error::other)?;
         }
@@ -207,7 +215,57 @@ fn deflate_block(dictionary: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u
             }
         }
         Ok(out)
-    })
+    }
+}
+
+/// Whether `data`'s byte frequencies are so close to uniform that
+/// deflate's Huffman coding could save under about 0.02 bits a byte
+/// (0.25 %) and only long matches could help, which such data lacks.
+///
+/// The measure is the χ² statistic of the byte counts against uniform,
+/// Σ (c − n/256)² / (n/256), which for near-uniform counts is
+/// 2 n ln 2 times the bits a byte an order-0 code saves; the threshold is
+/// χ² ≤ n / 36 (0.02 bits a byte). Random data scores about 255, text
+/// and binaries millions. Small blocks are always deflated (their χ² is
+/// noise, and they cost little).
+fn incompressible(data: &[u8]) -> bool {
+    const MIN: usize = 64 * 1024;
+    if data.len() < MIN {
+        return false;
+    }
+    let mut counts = [0u64; 256];
+    for &b in data {
+        counts[b as usize] += 1;
+    }
+    let n = data.len() as u128;
+    // Scaled by 256 to stay in integers: Σ (256 c − n)² ≤ 256 n² / 36.
+    let spread: u128 = counts
+        .iter()
+        .map(|&c| {
+            let d = (256 * c as i128 - n as i128).unsigned_abs();
+            d * d
+        })
+        .sum();
+    spread * 36 <= 256 * n * n
+}
+
+/// `data` as deflate stored blocks (at most 65,535 bytes each), starting
+/// on a byte boundary as every block here does; the last is final when
+/// `last`.
+fn stored_blocks(data: &[u8], last: bool) -> Vec<u8> {
+    const MAX: usize = 65_535;
+    let mut out = Vec::with_capacity(data.len() + data.len() / MAX * 5 + 5);
+    let mut chunks = data.chunks(MAX).peekable();
+    while let Some(chunk) = chunks.next() {
+        let is_final = last && chunks.peek().is_none();
+        // BFINAL in bit 0, BTYPE 00 (stored), then padding to the byte.
+        out.push(u8::from(is_final));
+        let len = chunk.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -240,6 +298,52 @@ mod tests {
             .collect()
     }
 
+    fn random(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored() {
+        assert!(incompressible(&random(BLOCK, 1)));
+        assert!(!incompressible(&sample(BLOCK)));
+        assert!(!incompressible(&random(1000, 1)), "small blocks deflate");
+        // Half random, half text is worth deflating.
+        let mut mixed = random(BLOCK / 2, 2);
+        mixed.extend_from_slice(&sample(BLOCK / 2));
+        assert!(!incompressible(&mixed));
+        // A layer of text, random bytes, then text again: stored blocks in
+        // the middle, and it all reads back as one member.
+        let mut data = sample(BLOCK + 100);
+        data.extend_from_slice(&random(2 * BLOCK + 5, 3));
+        data.extend_from_slice(&sample(BLOCK));
+        let pool = Arc::new(pool(2));
+        let gz = encode(&pool, &data, 50_000);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        // The random part costs its size plus 5 bytes per 64 KiB.
+        let text_only = encode(&pool, &sample(BLOCK + 100), 50_000).len();
+        assert!(gz.len() < text_only * 2 + 2 * BLOCK + 5 + 2 * BLOCK / 65535 * 5 + 4096);
+        // Ending on a stored block: the final flag is on its last piece.
+        let tail = random(BLOCK + 70_000, 4);
+        let gz = encode(&pool, &tail, BLOCK);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, tail);
+    }
+
     #[test]
     fn round_trips_at_block_edges() {
         let one = Arc::new(pool(1));
@@ -268,6 +372,12 @@ mod tests {
         let data = sample(5 * BLOCK + 999);
         let one = encode(&Arc::new(pool(1)), &data, BLOCK);
         assert_eq!(encode(&Arc::new(pool(3)), &data, 4096), one);
+        // Whole blocks at once on three threads: which thread compresses
+        // which block varies from run to run (this caught a reused deflate
+        // state leaking one block's bytes into another's).
+        for _ in 0..3 {
+            assert_eq!(encode(&Arc::new(pool(3)), &data, BLOCK), one);
+        }
         assert_eq!(encode(&Arc::new(pool(2)), &data, 777_777), one);
         // The dictionary carries matches across cuts: repeating data costs
         // next to nothing (without it, ~10 KB) even when the repeat
