@@ -2,8 +2,9 @@
 //!
 //! Each layer becomes a blob source for the registry client: its
 //! compressed digest, when known before reading (digest cache, `--digests`
-//! file), lets the push `HEAD` (or mount) it and skip it without reading a
-//! store byte; otherwise its bytes are produced, compressed and hashed
+//! file), lets the push skip it without reading a store byte: it is
+//! present when the manifest the tag already holds lists it, else a `HEAD`
+//! (or a mount) finds it; otherwise its bytes are produced, compressed and hashed
 //! while they upload. Base layers are spooled first (their blob digest is
 //! only known after reading them). The config is built once every layer is
 //! in the registry (its diff_ids are then all known), and the manifest is
@@ -176,6 +177,18 @@ impl Push {
                 }
             }
             Event::Blob { layer: None, .. } => {}
+            Event::Listed {
+                reference,
+                digest,
+                blobs,
+            } => img.reporter.step(&format!(
+                "{}:{reference}: holds manifest {digest}; its {blobs} blobs need no check",
+                r.name()
+            )),
+            Event::Recheck { reason } => img.reporter.step(&format!(
+                "{}: a blob the previous manifest listed is gone ({reason}); checking every blob",
+                r.name()
+            )),
             Event::Manifest { reference, digest } => {
                 // Untagged (one platform of an index): put by its digest.
                 let sep = if reference.starts_with("sha256:") {

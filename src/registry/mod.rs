@@ -5,8 +5,9 @@
 //! files ([`blob`], [`manifest`]), the HTTP plumbing in [`transport`]
 //! (ping, Basic and Bearer auth, retries, TLS), credentials in
 //! [`credentials`], and [`push()`](push::push) on top: every blob first
-//! (`HEAD` before reading a byte, cross-repository mount, else a streamed
-//! upload), the manifest `PUT` last.
+//! (present if the manifest the tag already holds lists it, else `HEAD`
+//! before reading a byte, cross-repository mount, else a streamed upload),
+//! the manifest `PUT` last.
 //!
 //! This module knows nothing of the image model: a layer is a
 //! [`BlobSource`], an optional digest plus a function that writes its bytes
