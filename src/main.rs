@@ -49,8 +49,13 @@ fn main() -> ExitCode {
                 }
             }
             if cli.verbose {
+                // Store bytes: store paths' files and base layers' data.
+                let index = match stream_layered_image::base_image::index_bytes_read() {
+                    0 => String::new(),
+                    n => format!(" (and {n} indexing the base image and reading its config)"),
+                };
                 to_stderr(&format!(
-                    "stream-layered-image: read {} bytes from the store\n",
+                    "stream-layered-image: read {} bytes from the store{index}\n",
                     layer::store_bytes_read()
                 ));
             }
