@@ -200,7 +200,7 @@ fn run(cli: &Cli) -> Result<Done> {
     let known = open_known(cli);
     if let Some(file) = &cli.digests {
         let keys: Vec<_> = p.layers.iter().filter_map(|l| l.key.clone()).collect();
-        known.load_digests_file(file, &keys)?;
+        known.load_digests_file(file, &keys, p.base_count)?;
     }
     let reporter = Stderr::new(cli.quiet, p.layers.len());
     let conf = &p.conf;
