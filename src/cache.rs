@@ -21,10 +21,15 @@
 //! - customisation layer ([`LayerKey::diff_id`]): its diff_id.
 //!
 //! Facts come from a cache directory (`$XDG_CACHE_HOME/stream-layered-image`,
-//! one small JSON file per key, written atomically so concurrent runs never
-//! see half a file) and from a digests file (`--digests FILE`, written by
+//! `layers-v1/`: one small JSON file per key, written atomically so
+//! concurrent runs never see half a file) and from a digests file (`--digests FILE`, written by
 //! `--digests-only FILE`: a whole image's facts, for a Nix derivation to
 //! compute once and a binary cache to carry).
+//!
+//! The cache also remembers, per registry repository (`pushed-v1/`), the
+//! digests of the last few manifests pushed there ([`Known::pushed`]): a
+//! push to a new tag fetches them by digest to learn which blobs the
+//! repository holds, instead of asking for each blob.
 //!
 //! The rule: facts only ever *skip* work. Whenever bytes are streamed they
 //! are hashed, and a mismatch with a fact is an error that drops the entry
@@ -214,6 +219,8 @@ impl Facts {
 /// a digests file (if given), plus what this run learns.
 pub struct Known {
     dir: Option<PathBuf>,
+    /// Where the manifests last pushed to each repository are remembered.
+    pushed_dir: Option<PathBuf>,
     memory: Mutex<HashMap<LayerKey, Facts>>,
     warnings: Mutex<Vec<String>>,
 }
@@ -223,6 +230,7 @@ impl Known {
     pub fn none() -> Known {
         Known {
             dir: None,
+            pushed_dir: None,
             memory: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Vec::new()),
         }
@@ -231,6 +239,7 @@ impl Known {
     /// The cache directory `dir` (created when first written to).
     pub fn with_cache(dir: PathBuf) -> Known {
         Known {
+            pushed_dir: Some(dir.join("pushed-v1")),
             dir: Some(dir.join("layers-v1")),
             ..Known::none()
         }
@@ -343,6 +352,53 @@ impl Known {
         Ok(())
     }
 
+    /// The digests of the manifests last pushed to `repository` of
+    /// `registry` from this cache, most recent first (none without a
+    /// cache; an unreadable record is simply none).
+    pub fn pushed(&self, registry: &str, repository: &str) -> Vec<String> {
+        let Some(dir) = &self.pushed_dir else {
+            return Vec::new();
+        };
+        let name = pushed_name(registry, repository);
+        read_capped(&dir.join(name))
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<Pushed>(&b).ok())
+            .filter(|p| p.registry == registry && p.repository == repository)
+            .map(|p| {
+                p.manifests
+                    .into_iter()
+                    .filter(|d| is_sha256_digest(d))
+                    .take(MAX_PUSHED)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Remembers that `manifest` was pushed to `repository` of `registry`
+    /// (first of the [`MAX_PUSHED`] most recent). A cache that cannot be
+    /// written costs a warning.
+    pub fn record_pushed(&self, registry: &str, repository: &str, manifest: &str) {
+        let Some(dir) = &self.pushed_dir else {
+            return;
+        };
+        let mut manifests = vec![manifest.to_owned()];
+        for d in self.pushed(registry, repository) {
+            if manifests.len() < MAX_PUSHED && !manifests.contains(&d) {
+                manifests.push(d);
+            }
+        }
+        let record = Pushed {
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            manifests,
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        if let Err(e) = write_atomically(dir, &pushed_name(registry, repository), &bytes) {
+            self.warn(format!("cannot write the cache {}: {e:#}", dir.display()));
+        }
+    }
+
     /// Takes the warnings gathered so far (damaged entries, unwritable cache).
     pub fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
@@ -358,6 +414,29 @@ impl Known {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LayerKey, Facts>> {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Manifests remembered per repository.
+const MAX_PUSHED: usize = 4;
+
+/// What was last pushed to one repository: `pushed-v1/<name>`, named by
+/// [`pushed_name`]. Only ever a hint: a push fetches these manifests by
+/// digest and checks them.
+#[derive(Serialize, Deserialize)]
+struct Pushed {
+    registry: String,
+    repository: String,
+    /// Most recent first.
+    manifests: Vec<String>,
+}
+
+/// The file name of a repository's [`Pushed`] record.
+fn pushed_name(registry: &str, repository: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(registry.as_bytes());
+    h.update(b"\0");
+    h.update(repository.as_bytes());
+    hex(&h.finalize())
 }
 
 /// One cache file: the key it is for, and the facts.
@@ -564,6 +643,24 @@ mod tests {
             Known::with_cache(dir.path().to_owned()).get(&k),
             Some(stored)
         );
+    }
+
+    #[test]
+    fn pushed_manifests_per_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |n: u8| format!("sha256:{}", hex(&[n; 32]));
+        let known = Known::with_cache(dir.path().to_owned());
+        assert!(known.pushed("r:5000", "a/b").is_empty());
+        for n in 1..=6 {
+            known.record_pushed("r:5000", "a/b", &d(n));
+        }
+        known.record_pushed("r:5000", "a/b", &d(5));
+        let again = Known::with_cache(dir.path().to_owned());
+        assert_eq!(again.pushed("r:5000", "a/b"), vec![d(5), d(6), d(4), d(3)]);
+        assert!(again.pushed("r:5000", "a/c").is_empty());
+        assert!(again.pushed("r:5001", "a/b").is_empty());
+        Known::none().record_pushed("r:5000", "a/b", &d(9));
+        assert!(Known::none().pushed("r:5000", "a/b").is_empty());
     }
 
     #[test]

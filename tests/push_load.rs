@@ -3,7 +3,9 @@
 //!
 //! - push to Debian's `docker-registry` on 127.0.0.1: skopeo sees our image
 //!   ID and gzip layers; a second push uploads nothing and reads no store
-//!   byte; a one-leaf change uploads exactly that layer and the config; a
+//!   byte; a one-leaf change uploads exactly that layer and the config, and
+//!   pushed again to a new tag sends no HEAD (the cache remembers what was
+//!   pushed to the repository); a
 //!   cold cache with a `--digests` file reads no store file, and with a
 //!   base image (`fromImage`: a plain and a gzip-stored layer) reads no
 //!   base layer either, for gzip and zstd layers (the gzip-stored base layer
@@ -134,6 +136,23 @@ fn push_skips_what_the_registry_has() {
     let changed = one_leaf_change(&fx);
     ok(stream_conf(&changed, &cache, &["--push", &r]));
     assert_eq!(reg.uploads(), 6, "one new store layer and the config");
+
+    // The same image to a new tag: no tag holds a manifest, but the cache
+    // remembers the one just pushed; fetched by digest, it spares every HEAD.
+    let heads = reg.requests("\"HEAD /v2/sli/app/blobs/");
+    let v3 = ok(stream_conf(
+        &changed,
+        &cache,
+        &["--push", &format!("{}/sli/app:v3", reg.host()), "-v"],
+    ));
+    assert!(
+        stderr(&v3).contains(&format!("{}/sli/app@sha256:", reg.host()))
+            && stderr(&v3).contains("holds manifest"),
+        "{}",
+        stderr(&v3)
+    );
+    assert_eq!(reg.requests("\"HEAD /v2/sli/app/blobs/"), heads);
+    assert_eq!(reg.uploads(), 6);
 
     // A cold runner with the digests file reads no store file.
     let digests = fx.root.join("digests.json");

@@ -10,7 +10,8 @@
 //! - the manifest the tag held: `unchanged_push_checks_no_blob` (one manifest
 //!   GET, no HEAD), `one_leaf_change_heads_only_new_blobs`,
 //!   `unusable_tag_manifest_means_heads` (an index, junk, a wrong digest),
-//!   `vanished_blob_is_checked_again` (BLOB_UNKNOWN on the manifest PUT)
+//!   `vanished_blob_is_checked_again` (BLOB_UNKNOWN on the manifest PUT),
+//!   `new_tag_uses_earlier_manifests` (by digest, when no tag has one)
 //! - `tls_generated_ca_bad_tls_and_insecure`: certs.d, an untrusted
 //!   certificate (one line), `insecure_registries`
 //! - `basic_auth_htpasswd`, `bearer_tokens_expiry_and_mount`: auth flows,
@@ -111,6 +112,7 @@ fn plan(layers: &[&Layer], known: bool, format: ManifestFormat) -> PushPlan<'sta
             .collect(),
         config: ConfigSpec::Bytes(blobs::config(layers, &["/bin/sh"])),
         manifest: ManifestSpec::Standard(format),
+        earlier: None,
     }
 }
 
@@ -571,6 +573,77 @@ fn vanished_blob_is_checked_again() {
         &format!("{}/gone/app:t", reg.host()),
         &r,
         &[&a, &b],
+        ManifestFormat::Oci,
+        None,
+    );
+}
+
+/// A new tag (one per build): no tag holds a manifest, but the caller
+/// remembers what it pushed to the repository before; fetched by digest,
+/// it spares the HEADs of what it lists. Digests the repository lacks,
+/// or that are not digests, cost a 404 or nothing.
+#[test]
+fn new_tag_uses_earlier_manifests() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, c) = layers();
+    let cl = client(&reg.host(), "builds/app", &opts());
+    let first = push(
+        &cl,
+        &plan(&[&a, &b], true, ManifestFormat::Oci),
+        &tags(&["build-1"]),
+        &quiet,
+    )
+    .unwrap();
+    let missing = format!("sha256:{}", "5".repeat(64));
+    let remembered = vec![
+        missing.clone(),
+        "latest".to_owned(),
+        first.manifest_digest.clone(),
+    ];
+    let asked = std::sync::Mutex::new(Vec::new());
+    let mut p = plan(&[&a, &c], true, ManifestFormat::Oci);
+    p.earlier = Some(Box::new(|registry: &str, repository: &str| {
+        asked
+            .lock()
+            .unwrap()
+            .push(format!("{registry}/{repository}"));
+        remembered.clone()
+    }));
+    let mark = reg.mark();
+    let r = push(&cl, &p, &tags(&["build-2"]), &quiet).unwrap();
+    assert_eq!(
+        *asked.lock().unwrap(),
+        vec![format!("{}/builds/app", reg.host())]
+    );
+    let lines = reg.request_lines_from(mark);
+    let (get, put, heads, posts, other) = kinds(&reg, mark, "builds/app");
+    assert_eq!((get, put, posts), (3, 1, 2), "{lines:?}");
+    assert!(lines
+        .iter()
+        .any(|l| l.contains(&format!("/manifests/{missing}"))));
+    assert!(
+        !lines.iter().any(|l| l.contains("/manifests/latest")),
+        "{lines:?}"
+    );
+    assert_eq!(heads, vec![c.digest.clone(), r.config.digest.clone()]);
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(
+        (r.blobs_present, r.blobs_listed, r.blobs_uploaded),
+        (1, 1, 2)
+    );
+    assert_eq!(
+        r.previous_manifest.as_deref(),
+        Some(first.manifest_digest.as_str())
+    );
+    // A tag with a manifest wins: the earlier ones are not asked for.
+    let mark = reg.mark();
+    let r = push(&cl, &p, &tags(&["build-2"]), &quiet).unwrap();
+    let (get, _, heads, _, _) = kinds(&reg, mark, "builds/app");
+    assert_eq!((get, heads.len(), r.blobs_listed), (1, 0, 3));
+    check_with_skopeo(
+        &format!("{}/builds/app:build-2", reg.host()),
+        &r,
+        &[&a, &c],
         ManifestFormat::Oci,
         None,
     );
@@ -1523,6 +1596,7 @@ fn config_and_manifest_built_from_upload_results() {
                 manifest::build(format, config, &l),
             ))
         })),
+        earlier: None,
     };
     let r = push(
         &client(&reg.host(), "built/app", &opts()),

@@ -156,6 +156,11 @@ impl Push {
                 Ok(img.config_json(&final_layers(results)?))
             })),
             manifest: ManifestSpec::Standard(format),
+            // What this cache pushed there before: a new tag's push learns
+            // from it which blobs the repository holds.
+            earlier: Some(Box::new(|registry, repository| {
+                img.known.pushed(registry, repository)
+            })),
         };
         let say = |r: &Reference, e: &Event| match e {
             Event::Uploading { layer, .. } => img.reporter.step(&format!(
@@ -189,8 +194,13 @@ impl Push {
                 digest,
                 blobs,
             } => img.reporter.step(&format!(
-                "{}:{reference}: holds manifest {digest}; its {blobs} blobs need no check",
-                r.name()
+                "{}{}{reference}: holds manifest {digest}; its {blobs} blobs need no check",
+                r.name(),
+                if reference.starts_with("sha256:") {
+                    '@'
+                } else {
+                    ':'
+                }
             )),
             Event::Recheck { reason } => img.reporter.step(&format!(
                 "{}: a blob the previous manifest listed is gone ({reason}); checking every blob",
@@ -216,6 +226,10 @@ impl Push {
         let Some((_, first)) = pushed.first() else {
             bail!("--push: no reference given");
         };
+        for (r, report) in &pushed {
+            img.known
+                .record_pushed(&r.registry, &r.repository, &report.manifest_digest);
+        }
         let layers = final_layers(&first.layers)?;
         let config = img.config_json(&layers);
         let image_id = format!("sha256:{}", crate::digest::sha256_hex(&config));

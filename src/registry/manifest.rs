@@ -276,16 +276,20 @@ impl Client {
 }
 
 impl Client {
-    /// `GET /v2/NAME/manifests/TAG` asking for an image manifest only (OCI
-    /// or Docker schema 2), read up to [`MANIFEST_CAP`]: the blobs it
-    /// names, which the registry holds in this repository (it accepts a
-    /// manifest only once every blob it names is there). `Ok(None)` when
-    /// the tag does not exist; `Err` (one line) when the answer is anything
-    /// else than such a manifest: an index or list, too large, unparsable,
-    /// or bytes that do not match the registry's `Docker-Content-Digest`.
-    pub fn listed_blobs(&self, tag: &str) -> Result<Option<Listed>> {
-        let what = format!("getting manifest {tag}");
-        let mut req = Req::new("GET", format!("/v2/{}/manifests/{tag}", self.t.repository));
+    /// `GET /v2/NAME/manifests/REFERENCE` (a tag or a digest) asking for an
+    /// image manifest only (OCI or Docker schema 2), read up to
+    /// [`MANIFEST_CAP`]: the blobs it names, which the registry holds in
+    /// this repository (it accepts a manifest only once every blob it names
+    /// is there). `Ok(None)` when there is no such manifest; `Err` (one
+    /// line) when the answer is anything else than such a manifest: an
+    /// index or list, too large, unparsable, or bytes that do not match the
+    /// registry's `Docker-Content-Digest` or the digest asked for.
+    pub fn listed_blobs(&self, reference: &str) -> Result<Option<Listed>> {
+        let what = format!("getting manifest {reference}");
+        let mut req = Req::new(
+            "GET",
+            format!("/v2/{}/manifests/{reference}", self.t.repository),
+        );
         req.headers.push(("accept", IMAGE_ACCEPT.into()));
         req.cap = MANIFEST_CAP + 1;
         let resp = self.t.call(&what, &req)?;
@@ -298,6 +302,9 @@ impl Client {
             return Err(self.t.fail(&what, "the manifest is larger than 4 MiB"));
         }
         let digest = digest_of(&resp.body);
+        if reference.starts_with("sha256:") && digest != reference {
+            return Err(self.t.fail(&what, "the bytes do not match the digest"));
+        }
         if let Some(d) = resp.header("docker-content-digest") {
             if d != digest {
                 return Err(self.t.fail(

@@ -29,6 +29,7 @@
 //!     layers: vec![layer],
 //!     config: ConfigSpec::Bytes(br#"{"architecture":"amd64","os":"linux"}"#.to_vec()),
 //!     manifest: ManifestSpec::Standard(ManifestFormat::Oci),
+//!     earlier: None,
 //! };
 //! let report = push(&client, &plan, &["1".into()], &|_event| {})?;
 //! println!("{}@{}", reference.name(), report.manifest_digest);
@@ -72,7 +73,8 @@ pub use credentials::Credential;
 pub use manifest::ManifestFormat;
 pub use push::{
     push, push_all, push_all_untagged, push_with_mounts, BlobSource, ConfigBuilder, ConfigSpec,
-    Event, LayerResult, ManifestBuilder, ManifestSpec, Outcome, PushPlan, PushReport,
+    EarlierManifests, Event, LayerResult, ManifestBuilder, ManifestSpec, Outcome, PushPlan,
+    PushReport,
 };
 pub use referrers::referrers_tag;
 pub use transport::retry::RetryPolicy;

@@ -35,7 +35,11 @@
 //! repository, so each blob it lists (config and layers, same digest and
 //! size) counts as present without a request; only the others are
 //! `HEAD`ed. This only ever saves requests: a tag that does not exist, or
-//! holds an index, or anything we cannot read, means `HEAD`s as before. A
+//! holds an index, or anything we cannot read, means `HEAD`s as before.
+//! When no tag gives one (a new tag per build), the manifests this
+//! repository was last given by earlier pushes, if the caller remembers
+//! them ([`PushPlan::earlier`]), are fetched by digest (at most
+//! [`MAX_EARLIER`]; their bytes must hash to it) and serve the same way. A
 //! blob may still vanish between that `GET` and the manifest `PUT` (garbage
 //! collection): the `PUT` then fails with `BLOB_UNKNOWN` or
 //! `MANIFEST_BLOB_UNKNOWN`, and the push checks every blob again the usual
@@ -120,6 +124,13 @@ pub enum ManifestSpec<'a> {
     Build(Box<ManifestBuilder<'a>>),
 }
 
+/// Gives, for a registry and repository, the digests of manifests earlier
+/// pushes put there, most recent first.
+pub type EarlierManifests<'a> = dyn Fn(&str, &str) -> Vec<String> + Sync + 'a;
+
+/// Earlier manifests fetched by digest at most, per push.
+pub const MAX_EARLIER: usize = 4;
+
 /// What to push.
 pub struct PushPlan<'a> {
     /// Layers, in image order.
@@ -128,6 +139,10 @@ pub struct PushPlan<'a> {
     pub config: ConfigSpec<'a>,
     /// The manifest.
     pub manifest: ManifestSpec<'a>,
+    /// Manifests the repository may still hold from earlier pushes, tried
+    /// (by digest) when no tag holds a usable one: the blobs they list need
+    /// no `HEAD`. `None`: the tags only.
+    pub earlier: Option<Box<EarlierManifests<'a>>>,
 }
 
 /// How a blob came to be in the registry.
@@ -155,10 +170,11 @@ pub struct LayerResult {
 /// Progress, for a reporter.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// The manifest a tag held before the push was read: the blobs it
-    /// lists need no `HEAD`. Not sent when no tag had a usable one.
+    /// The manifest a tag held before the push (or one an earlier push put
+    /// in the repository) was read: the blobs it lists need no `HEAD`. Not
+    /// sent when none was usable.
     Listed {
-        /// The tag.
+        /// The tag, or the digest it was fetched by.
         reference: String,
         /// Its manifest's digest.
         digest: String,
@@ -212,8 +228,8 @@ pub struct PushReport {
     /// Of `blobs_present`, those known present because the manifest the
     /// tag held lists them (no `HEAD` was sent for them).
     pub blobs_listed: usize,
-    /// The digest of the manifest the tag held before the push, when it
-    /// was read and used.
+    /// The digest of the manifest the tag held before the push (or of the
+    /// first earlier one fetched by digest), when it was read and used.
     pub previous_manifest: Option<String>,
     /// The layers, in plan order.
     pub layers: Vec<LayerResult>,
@@ -264,11 +280,15 @@ fn push_inner(
     report: &(dyn Fn(&Event) + Sync),
 ) -> Result<PushReport> {
     client.ping()?;
-    let previous = previous_manifest(client, tags, report);
+    let earlier = match &plan.earlier {
+        Some(f) => f(client.registry(), client.repository()),
+        None => Vec::new(),
+    };
+    let previous = previous_manifests(client, tags, &earlier, report);
     let listed: HashSet<BlobDigest> = previous
-        .as_ref()
-        .map(|p| p.blobs.iter().cloned().collect())
-        .unwrap_or_default();
+        .iter()
+        .flat_map(|p| p.blobs.iter().cloned())
+        .collect();
     let first = push_once(
         client, plan, tags, mount_from, learned, expected, &listed, report,
     );
@@ -323,7 +343,7 @@ fn push_inner(
         blobs_uploaded: 0,
         bytes_uploaded: 0,
         blobs_listed: listed_layers.iter().filter(|l| **l).count() + usize::from(config_listed),
-        previous_manifest: previous.map(|p| p.digest),
+        previous_manifest: previous.into_iter().next().map(|p| p.digest),
         layers,
         config: config.clone(),
         manifest_media_type: media_type,
@@ -349,24 +369,34 @@ fn push_inner(
     Ok(out)
 }
 
-/// The first usable image manifest among the tags (in order), or `None`.
-/// Never an error: anything unusable means checking each blob instead.
-fn previous_manifest(
+/// The first usable image manifest among the tags (in order); when there
+/// is none, every usable one of the `earlier` digests (at most
+/// [`MAX_EARLIER`]). Never an error: anything unusable means checking each
+/// blob instead.
+fn previous_manifests(
     client: &Client,
     tags: &[String],
+    earlier: &[String],
     report: &(dyn Fn(&Event) + Sync),
-) -> Option<super::manifest::Listed> {
-    for tag in tags {
-        if let Ok(Some(listed)) = client.listed_blobs(tag) {
-            report(&Event::Listed {
-                reference: tag.clone(),
-                digest: listed.digest.clone(),
-                blobs: listed.blobs.len(),
-            });
-            return Some(listed);
-        }
+) -> Vec<super::manifest::Listed> {
+    let found = |reference: &String| {
+        let listed = client.listed_blobs(reference).ok().flatten()?;
+        report(&Event::Listed {
+            reference: reference.clone(),
+            digest: listed.digest.clone(),
+            blobs: listed.blobs.len(),
+        });
+        Some(listed)
+    };
+    if let Some(listed) = tags.iter().find_map(found) {
+        return vec![listed];
     }
-    None
+    earlier
+        .iter()
+        .filter(|d| crate::digest::is_sha256_digest(d))
+        .take(MAX_EARLIER)
+        .filter_map(found)
+        .collect()
 }
 
 /// One pass of a push: the blobs, then the manifest under every reference.
