@@ -113,6 +113,7 @@ pub fn produce<W: Write + Send + 'static>(
         diff_id: diff_id.clone(),
         size,
         blobs: BTreeMap::new(),
+        stored: None,
     };
     if codec != Codec::None {
         learnt
@@ -140,7 +141,10 @@ pub fn settle(img: &Image, i: usize, learnt: &Facts) -> Result<()> {
             .blobs
             .iter()
             .any(|(k, b)| known.blobs.get(k).is_some_and(|kb| kb != b));
-        let size_differs = known.size != 0 && known.size != learnt.size;
+        // Facts with a size are whole (cache, digests file): how the
+        // layer is stored must agree too.
+        let size_differs =
+            known.size != 0 && (known.size != learnt.size || known.stored != learnt.stored);
         if known.diff_id != learnt.diff_id || size_differs || blob_differs {
             if let Origin::Customisation = spec.origin {
                 bail!(
@@ -176,7 +180,9 @@ pub fn settle(img: &Image, i: usize, learnt: &Facts) -> Result<()> {
 /// Produces every base layer as a blob, in one pass over the base image:
 /// a layer stored compressed passes through as stored (its own codec), a
 /// plain one is compressed with `codec`. `make(i)` gives the writer for
-/// layer `i`; `done(i, layer, writer)` takes it back.
+/// layer `i`; `done(i, layer, writer)` takes it back. Each layer's facts
+/// are checked against what was known and recorded ([`settle`]), saying
+/// for a layer passed through which codec its blob has ([`Facts::stored`]).
 pub fn produce_base<W: Write>(
     img: &Image,
     codec: Codec,
@@ -210,13 +216,30 @@ pub fn produce_base<W: Write>(
             }
         }
         let (out, size, digest) = enc.finish()?.into_parts();
+        let blob = Blob {
+            digest: digest.unwrap_or_default(),
+            size,
+        };
+        let mut learnt = Facts {
+            diff_id: l.diff_id.clone(),
+            size: l.size,
+            blobs: BTreeMap::new(),
+            stored: (stored != Codec::None).then(|| stored.name().to_owned()),
+        };
+        // A stored blob is named by its codec; one we compressed, by our
+        // encoder (see `Facts::blobs`).
+        if stored != Codec::None {
+            learnt.blobs.insert(stored.name().to_owned(), blob.clone());
+        } else if used != Codec::None {
+            learnt
+                .blobs
+                .insert(used.fact_key().to_owned(), blob.clone());
+        }
+        settle(img, b, &learnt)?;
         img.reporter.progress(l.size, true);
         let layer = Layer {
             diff_id: l.diff_id.clone(),
-            blob: Blob {
-                digest: digest.unwrap_or_default(),
-                size,
-            },
+            blob,
             codec: used,
             history: img.layers[b].history.clone(),
         };

@@ -7,11 +7,29 @@
 //! codec the compressed blob's digest and size) can name a blob before it
 //! is streamed, or skip work a destination already has.
 //!
+//! Keys, by kind (each a sha256 over length-prefixed fields, starting with
+//! the format version below):
+//!
+//! - store layer ([`LayerKey::store`]): `store`, the store directory, owner
+//!   and mtime, then each store path with its NAR hash;
+//! - base-image layer ([`LayerKey::base`]): `base`, the base image file's
+//!   path (immutable in the Nix store) and size, the layer's index and
+//!   member name in its `manifest.json`, and its diff_id. The diff_id pins
+//!   the uncompressed bytes whatever the file; a base layer stored
+//!   compressed passes through as stored, and its facts say so
+//!   ([`Facts::stored`]);
+//! - customisation layer ([`LayerKey::diff_id`]): its diff_id.
+//!
 //! Facts come from a cache directory (`$XDG_CACHE_HOME/stream-layered-image`,
-//! one small JSON file per key, written atomically so concurrent runs never
-//! see half a file) and from a digests file (`--digests FILE`, written by
+//! `layers-v1/`: one small JSON file per key, written atomically so
+//! concurrent runs never see half a file) and from a digests file (`--digests FILE`, written by
 //! `--digests-only FILE`: a whole image's facts, for a Nix derivation to
 //! compute once and a binary cache to carry).
+//!
+//! The cache also remembers, per registry repository (`pushed-v1/`), the
+//! digests of the last few manifests pushed there ([`Known::pushed`]): a
+//! push to a new tag fetches them by digest to learn which blobs the
+//! repository holds, instead of asking for each blob.
 //!
 //! The rule: facts only ever *skip* work. Whenever bytes are streamed they
 //! are hashed, and a mismatch with a fact is an error that drops the entry
@@ -72,6 +90,31 @@ impl LayerKey {
         LayerKey(hex(&h.finalize()))
     }
 
+    /// Layer `index` of the base image file at `path` (of `file_size`
+    /// bytes), the member `member` of its manifest, whose config gives it
+    /// `diff_id`.
+    pub fn base(
+        path: &[u8],
+        file_size: u64,
+        index: usize,
+        member: &str,
+        diff_id: &str,
+    ) -> LayerKey {
+        let mut h = Sha256::new();
+        let mut field = |b: &[u8]| {
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        field(FORMAT.as_bytes());
+        field(b"base");
+        field(path);
+        field(file_size.to_string().as_bytes());
+        field(index.to_string().as_bytes());
+        field(member.as_bytes());
+        field(diff_id.as_bytes());
+        LayerKey(hex(&h.finalize()))
+    }
+
     /// A layer known by its diff_id (the customisation layer): the bytes
     /// are exactly those the diff_id names.
     pub fn diff_id(diff_id: &str) -> LayerKey {
@@ -97,28 +140,63 @@ pub struct Blob {
 pub struct Facts {
     /// `sha256:<hex>` of the uncompressed tar.
     pub diff_id: String,
-    /// Size of the uncompressed tar.
+    /// Size of the uncompressed tar; for a layer passed through compressed
+    /// ([`Facts::stored`]), of the stored blob.
     pub size: u64,
-    /// Per codec's [`Codec::fact_key`]: the compressed blob.
+    /// The compressed blobs, keyed by the encoder that made them
+    /// ([`Codec::fact_key`]); for a layer passed through as stored, by
+    /// the codec's name ([`Codec::name`]), since no encoder of ours made it.
     #[serde(default)]
     pub blobs: BTreeMap<String, Blob>,
+    /// Set for a base-image layer stored compressed in its archive, which
+    /// passes through as stored whatever codec was asked for: the name of
+    /// the codec it is stored with. Its blob is `blobs[stored]`, the only
+    /// blob it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
+}
+
+/// The codec called `name` by [`Codec::name`].
+pub fn codec_named(name: &str) -> Option<Codec> {
+    use clap::ValueEnum;
+    Codec::value_variants()
+        .iter()
+        .copied()
+        .find(|c| c.name() == name)
 }
 
 impl Facts {
-    /// The blob for `codec` (the uncompressed tar itself for `none`).
+    /// The blob for `codec` (the uncompressed tar itself for `none`); None
+    /// for a layer passed through in another codec ([`Facts::blob_as`]).
     pub fn blob(&self, codec: Codec) -> Option<Blob> {
-        match codec {
-            Codec::None => Some(Blob {
+        match (&self.stored, codec) {
+            (Some(s), c) if s != c.name() => None,
+            (None, Codec::None) => Some(Blob {
                 digest: self.diff_id.clone(),
                 size: self.size,
             }),
-            c => self.blobs.get(c.fact_key()).cloned(),
+            (Some(s), _) => self.blobs.get(s).cloned(),
+            (None, c) => self.blobs.get(c.fact_key()).cloned(),
+        }
+    }
+
+    /// The blob a destination asking for `codec` gets, with the codec it
+    /// really has: `codec`'s blob, or for a layer passed through as stored
+    /// ([`Facts::stored`]) that blob and its codec.
+    pub fn blob_as(&self, codec: Codec) -> Option<(Codec, Blob)> {
+        match &self.stored {
+            Some(s) => {
+                let c = codec_named(s)?;
+                Some((c, self.blobs.get(s)?.clone()))
+            }
+            None => Some((codec, self.blob(codec)?)),
         }
     }
 
     /// Well-formed digests. Keys of encoders this version no longer has
     /// (written by an older version) are well-formed too: see [`Self::current`].
     fn is_valid(&self) -> bool {
+        let compressed = |k: &str| codec_named(k).is_some_and(|c| c != Codec::None);
         is_sha256_digest(&self.diff_id)
             && self.blobs.iter().all(|(k, b)| {
                 !k.is_empty()
@@ -126,20 +204,25 @@ impl Facts {
                         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
                     && is_sha256_digest(&b.digest)
             })
+            && self.stored.as_deref().is_none_or(|s| {
+                compressed(s) && self.blobs.len() == 1 && self.blobs.contains_key(s)
+            })
     }
 
     /// `self` without the blobs of encoders other than this version's,
     /// so they are neither used nor carried into new entries and files.
     fn current(mut self) -> Facts {
-        let keys = [Codec::Gzip.fact_key(), Codec::Zstd.fact_key()];
-        self.blobs.retain(|k, _| keys.contains(&k.as_str()));
+        if self.stored.is_none() {
+            let keys = [Codec::Gzip.fact_key(), Codec::Zstd.fact_key()];
+            self.blobs.retain(|k, _| keys.contains(&k.as_str()));
+        }
         self
     }
 
     /// `self` with `other`'s blobs added; None when the two disagree on
-    /// the uncompressed bytes.
+    /// the uncompressed bytes or on how the layer is stored.
     fn merged(mut self, other: &Facts) -> Option<Facts> {
-        if self.diff_id != other.diff_id || self.size != other.size {
+        if self.diff_id != other.diff_id || self.size != other.size || self.stored != other.stored {
             return None;
         }
         for (k, b) in &other.blobs {
@@ -153,6 +236,8 @@ impl Facts {
 /// a digests file (if given), plus what this run learns.
 pub struct Known {
     dir: Option<PathBuf>,
+    /// Where the manifests last pushed to each repository are remembered.
+    pushed_dir: Option<PathBuf>,
     memory: Mutex<HashMap<LayerKey, Facts>>,
     warnings: Mutex<Vec<String>>,
 }
@@ -162,6 +247,7 @@ impl Known {
     pub fn none() -> Known {
         Known {
             dir: None,
+            pushed_dir: None,
             memory: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Vec::new()),
         }
@@ -170,6 +256,7 @@ impl Known {
     /// The cache directory `dir` (created when first written to).
     pub fn with_cache(dir: PathBuf) -> Known {
         Known {
+            pushed_dir: Some(dir.join("pushed-v1")),
             dir: Some(dir.join("layers-v1")),
             ..Known::none()
         }
@@ -249,8 +336,9 @@ impl Known {
     }
 
     /// Seeds facts from a digests file; `keys` are the image's layer keys
-    /// in order, and the file must describe exactly those layers.
-    pub fn load_digests_file(&self, path: &Path, keys: &[LayerKey]) -> Result<()> {
+    /// in order, and the file must describe exactly those layers, or (a
+    /// file written before base layers had keys) all but the first `base`.
+    pub fn load_digests_file(&self, path: &Path, keys: &[LayerKey], base: usize) -> Result<()> {
         let shown = path.display();
         let bytes = read_capped(path)
             .with_context(|| format!("digests file {shown}"))?
@@ -261,7 +349,8 @@ impl Known {
             bail!("digests file {shown}: version {} is not 1", file.version);
         }
         let theirs: Vec<&LayerKey> = file.layers.iter().map(|l| &l.key).collect();
-        if theirs != keys.iter().collect::<Vec<_>>() {
+        let ours = |from: usize| keys.iter().skip(from).collect::<Vec<_>>();
+        if theirs != ours(0) && (base == 0 || theirs != ours(base)) {
             bail!(
                 "digests file {shown}: describes another image ({} layers there, {} here, or different store paths)",
                 theirs.len(),
@@ -278,6 +367,53 @@ impl Known {
             self.lock().insert(l.key.clone(), l.facts.clone().current());
         }
         Ok(())
+    }
+
+    /// The digests of the manifests last pushed to `repository` of
+    /// `registry` from this cache, most recent first (none without a
+    /// cache; an unreadable record is simply none).
+    pub fn pushed(&self, registry: &str, repository: &str) -> Vec<String> {
+        let Some(dir) = &self.pushed_dir else {
+            return Vec::new();
+        };
+        let name = pushed_name(registry, repository);
+        read_capped(&dir.join(name))
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<Pushed>(&b).ok())
+            .filter(|p| p.registry == registry && p.repository == repository)
+            .map(|p| {
+                p.manifests
+                    .into_iter()
+                    .filter(|d| is_sha256_digest(d))
+                    .take(MAX_PUSHED)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Remembers that `manifest` was pushed to `repository` of `registry`
+    /// (first of the [`MAX_PUSHED`] most recent). A cache that cannot be
+    /// written costs a warning.
+    pub fn record_pushed(&self, registry: &str, repository: &str, manifest: &str) {
+        let Some(dir) = &self.pushed_dir else {
+            return;
+        };
+        let mut manifests = vec![manifest.to_owned()];
+        for d in self.pushed(registry, repository) {
+            if manifests.len() < MAX_PUSHED && !manifests.contains(&d) {
+                manifests.push(d);
+            }
+        }
+        let record = Pushed {
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            manifests,
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        if let Err(e) = write_atomically(dir, &pushed_name(registry, repository), &bytes) {
+            self.warn(format!("cannot write the cache {}: {e:#}", dir.display()));
+        }
     }
 
     /// Takes the warnings gathered so far (damaged entries, unwritable cache).
@@ -297,6 +433,29 @@ impl Known {
     }
 }
 
+/// Manifests remembered per repository.
+const MAX_PUSHED: usize = 4;
+
+/// What was last pushed to one repository: `pushed-v1/<name>`, named by
+/// [`pushed_name`]. Only ever a hint: a push fetches these manifests by
+/// digest and checks them.
+#[derive(Serialize, Deserialize)]
+struct Pushed {
+    registry: String,
+    repository: String,
+    /// Most recent first.
+    manifests: Vec<String>,
+}
+
+/// The file name of a repository's [`Pushed`] record.
+fn pushed_name(registry: &str, repository: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(registry.as_bytes());
+    h.update(b"\0");
+    h.update(repository.as_bytes());
+    hex(&h.finalize())
+}
+
 /// One cache file: the key it is for, and the facts.
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -310,7 +469,8 @@ struct Entry {
 pub struct DigestsFile {
     /// Format version: 1.
     pub version: u32,
-    /// The image's non-base layers.
+    /// The image's layers, base layers included (a file written by an
+    /// older version lists only the others).
     pub layers: Vec<DigestsEntry>,
 }
 
@@ -400,6 +560,7 @@ mod tests {
             diff_id: format!("sha256:{}", hex(&[n; 32])),
             size: 1024,
             blobs: BTreeMap::new(),
+            stored: None,
         }
     }
 
@@ -424,6 +585,106 @@ mod tests {
         let two = vec!["/nix/store/a".to_owned(), "/nix/store/b".to_owned()];
         assert_ne!(base, LayerKey::store(&two, &none, "/nix/store", &owner(1)));
         assert_ne!(LayerKey::diff_id("a"), LayerKey::diff_id("b"));
+        let b = |path: &str, size, i, member: &str, diff_id: &str| {
+            LayerKey::base(path.as_bytes(), size, i, member, diff_id)
+        };
+        let one = b("/nix/store/x-base.tar", 10, 0, "a/layer.tar", "sha256:1");
+        assert_eq!(
+            one,
+            b("/nix/store/x-base.tar", 10, 0, "a/layer.tar", "sha256:1")
+        );
+        for other in [
+            b("/nix/store/y-base.tar", 10, 0, "a/layer.tar", "sha256:1"),
+            b("/nix/store/x-base.tar", 11, 0, "a/layer.tar", "sha256:1"),
+            b("/nix/store/x-base.tar", 10, 1, "a/layer.tar", "sha256:1"),
+            b("/nix/store/x-base.tar", 10, 0, "b/layer.tar", "sha256:1"),
+            b("/nix/store/x-base.tar", 10, 0, "a/layer.tar", "sha256:2"),
+        ] {
+            assert_ne!(one, other);
+        }
+    }
+
+    #[test]
+    fn stored_blobs_keep_their_codec() {
+        let blob = |n: u8, size| Blob {
+            digest: format!("sha256:{}", hex(&[n; 32])),
+            size,
+        };
+        let mut plain = facts(1);
+        plain
+            .blobs
+            .insert(Codec::Gzip.fact_key().into(), blob(2, 9));
+        assert_eq!(plain.blob_as(Codec::Gzip), Some((Codec::Gzip, blob(2, 9))));
+        assert_eq!(plain.blob_as(Codec::Zstd), None);
+        assert_eq!(
+            plain.blob_as(Codec::None),
+            Some((
+                Codec::None,
+                Blob {
+                    digest: plain.diff_id.clone(),
+                    size: 1024
+                }
+            ))
+        );
+        // A gzip member of a base image passes through for every codec.
+        let mut stored = facts(1);
+        stored.blobs.insert(Codec::Gzip.name().into(), blob(3, 7));
+        stored.stored = Some(Codec::Gzip.name().into());
+        assert!(stored.is_valid());
+        for asked in [Codec::None, Codec::Gzip, Codec::Zstd] {
+            assert_eq!(
+                stored.blob_as(asked),
+                Some((Codec::Gzip, blob(3, 7))),
+                "{asked:?}"
+            );
+        }
+        assert_eq!(stored.blob(Codec::None), None, "not the uncompressed tar");
+        assert_eq!(stored.blob(Codec::Zstd), None);
+        assert_eq!(stored.blob(Codec::Gzip), Some(blob(3, 7)));
+        // Stored and plain facts never merge; malformed stored facts are damage.
+        assert_eq!(plain.clone().merged(&stored), None);
+        let mut bad = stored.clone();
+        bad.stored = Some(Codec::Zstd.name().into());
+        assert!(!bad.is_valid());
+        bad.stored = Some(Codec::None.name().into());
+        assert!(!bad.is_valid());
+        let mut two = stored.clone();
+        two.blobs.insert(Codec::Zstd.name().into(), blob(4, 1));
+        assert!(!two.is_valid());
+        // A key this version does not write (an older encoder's) is
+        // well-formed but dropped; a path-like one is damage.
+        let mut odd = plain.clone();
+        odd.blobs.insert("gzip".into(), blob(4, 1));
+        assert!(odd.is_valid());
+        assert_eq!(odd.clone().current(), plain);
+        odd.blobs.insert("../x".into(), blob(4, 1));
+        assert!(!odd.is_valid());
+        // The cache keeps the field.
+        let dir = tempfile::tempdir().unwrap();
+        let k = LayerKey::base(b"/b.tar", 1, 0, "m", &stored.diff_id);
+        Known::with_cache(dir.path().to_owned()).record(&k, &stored);
+        assert_eq!(
+            Known::with_cache(dir.path().to_owned()).get(&k),
+            Some(stored)
+        );
+    }
+
+    #[test]
+    fn pushed_manifests_per_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |n: u8| format!("sha256:{}", hex(&[n; 32]));
+        let known = Known::with_cache(dir.path().to_owned());
+        assert!(known.pushed("r:5000", "a/b").is_empty());
+        for n in 1..=6 {
+            known.record_pushed("r:5000", "a/b", &d(n));
+        }
+        known.record_pushed("r:5000", "a/b", &d(5));
+        let again = Known::with_cache(dir.path().to_owned());
+        assert_eq!(again.pushed("r:5000", "a/b"), vec![d(5), d(6), d(4), d(3)]);
+        assert!(again.pushed("r:5000", "a/c").is_empty());
+        assert!(again.pushed("r:5001", "a/b").is_empty());
+        Known::none().record_pushed("r:5000", "a/b", &d(9));
+        assert!(Known::none().pushed("r:5000", "a/b").is_empty());
     }
 
     #[test]
@@ -499,23 +760,34 @@ mod tests {
         let path = dir.path().join("d.json");
         fs::write(&path, file.to_bytes()).unwrap();
         let known = Known::none();
-        known.load_digests_file(&path, &keys).unwrap();
+        known.load_digests_file(&path, &keys, 0).unwrap();
         assert_eq!(known.get(&keys[1]), Some(facts(1)));
         let err = Known::none()
-            .load_digests_file(&path, &keys[..1])
+            .load_digests_file(&path, &keys[..1], 0)
             .unwrap_err();
         assert!(
             format!("{err:#}").contains("describes another image"),
             "{err:#}"
         );
+        // A file of an older version, without the base layer's entry.
+        let base = LayerKey::base(b"/b.tar", 1, 0, "m", "sha256:0");
+        let with_base = [vec![base.clone()], keys.clone()].concat();
+        Known::none()
+            .load_digests_file(&path, &with_base, 1)
+            .unwrap();
+        assert!(Known::none()
+            .load_digests_file(&path, &with_base, 0)
+            .is_err());
         fs::write(&path, b"[1,2").unwrap();
-        let err = Known::none().load_digests_file(&path, &keys).unwrap_err();
+        let err = Known::none()
+            .load_digests_file(&path, &keys, 0)
+            .unwrap_err();
         assert!(
             format!("{err:#}").contains("is not a digests file"),
             "{err:#}"
         );
         let err = Known::none()
-            .load_digests_file(&dir.path().join("missing"), &keys)
+            .load_digests_file(&dir.path().join("missing"), &keys, 0)
             .unwrap_err();
         assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
     }

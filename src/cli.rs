@@ -162,7 +162,8 @@ pub struct Cli {
           conflicts_with_all = ["output", "format", "compress", "oci_dir", "digests_only", "push"])]
     pub load: Option<crate::destination::daemon::Engine>,
 
-    /// Also say how many bytes were read from the store.
+    /// Also say how many bytes were read from the store (store paths' files
+    /// and base-image layers), and apart how many to index the base image.
     #[arg(short = 'v', long)]
     pub verbose: bool,
 

@@ -26,12 +26,18 @@ use crate::archive::ArchiveWriter;
 use crate::tar::{self, Header, Kind, Owner};
 
 /// File bytes read from the store by this process (for `--verbose`, and
-/// for tests proving that a warm digest cache reads each byte once).
+/// for tests proving that a warm digest cache reads each byte once): store
+/// paths' files and base images' layer data.
 static STORE_BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// File bytes read from the store so far by this process.
 pub fn store_bytes_read() -> u64 {
     STORE_BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts `n` more store bytes read (a base image's layer data).
+pub(crate) fn count_store_bytes(n: u64) {
+    STORE_BYTES_READ.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Entries kept from the sizing walk up to this many bytes of memory;

@@ -49,8 +49,13 @@ fn main() -> ExitCode {
                 }
             }
             if cli.verbose {
+                // Store bytes: store paths' files and base layers' data.
+                let index = match stream_layered_image::base_image::index_bytes_read() {
+                    0 => String::new(),
+                    n => format!(" (and {n} indexing the base image and reading its config)"),
+                };
                 to_stderr(&format!(
-                    "stream-layered-image: read {} bytes from the store\n",
+                    "stream-layered-image: read {} bytes from the store{index}\n",
                     layer::store_bytes_read()
                 ));
             }
@@ -195,7 +200,7 @@ fn run(cli: &Cli) -> Result<Done> {
     let known = open_known(cli);
     if let Some(file) = &cli.digests {
         let keys: Vec<_> = p.layers.iter().filter_map(|l| l.key.clone()).collect();
-        known.load_digests_file(file, &keys)?;
+        known.load_digests_file(file, &keys, p.base_count)?;
     }
     let reporter = Stderr::new(cli.quiet, p.layers.len());
     let conf = &p.conf;

@@ -39,8 +39,8 @@ pub struct LayerSpec {
     pub origin: Origin,
     /// The paths of its history comment (`store paths: [...]`).
     pub history: Vec<String>,
-    /// Names its bytes for the digest cache; None for base layers (their
-    /// diff_id comes with the base image).
+    /// Names its bytes for the digest cache ([`LayerKey`] says how, per
+    /// kind of layer).
     pub key: Option<LayerKey>,
 }
 
@@ -128,20 +128,27 @@ pub type Attach<'a> = dyn Fn(&Subject) -> Result<Vec<Artifact>> + Sync + 'a;
 
 impl Image<'_> {
     /// The facts known for layer `i` before reading it: a base layer's
-    /// diff_id, the customisation layer's diff_id and size, a store
-    /// layer's cached facts.
+    /// cached facts, else its diff_id alone; the customisation layer's
+    /// diff_id and size; a store layer's cached facts.
     pub fn known_facts(&self, i: usize) -> Option<Facts> {
         let spec = &self.layers[i];
         let cached = spec.key.as_ref().and_then(|k| self.known.get(k));
         match spec.origin {
-            Origin::Base(b) => self.base.map(|base| Facts {
-                diff_id: base.layers()[b].diff_id.clone(),
-                ..Facts::default()
+            Origin::Base(b) => self.base.map(|base| {
+                let diff_id = &base.layers()[b].diff_id;
+                match cached.filter(|c| c.diff_id == *diff_id) {
+                    Some(c) => c,
+                    None => Facts {
+                        diff_id: diff_id.clone(),
+                        ..Facts::default()
+                    },
+                }
             }),
             Origin::Customisation => Some(Facts {
                 diff_id: self.customisation.diff_id.clone(),
                 size: self.customisation.size,
                 blobs: cached.map(|c| c.blobs).unwrap_or_default(),
+                stored: None,
             }),
             Origin::Store(_) => cached,
         }
@@ -153,6 +160,15 @@ impl Image<'_> {
         (0..self.layers.len())
             .map(|i| self.known_facts(i).map(|f| f.diff_id))
             .collect()
+    }
+
+    /// The blob layer `i` has for a destination asking for `codec`, with
+    /// the codec it really has (a base layer stored compressed passes
+    /// through as stored), when known before reading.
+    pub fn known_blob(&self, i: usize, codec: Codec) -> Option<(Codec, Blob)> {
+        self.known_facts(i)
+            .filter(|f| f.size != 0)
+            .and_then(|f| f.blob_as(codec))
     }
 
     /// Number of base layers.
@@ -242,11 +258,19 @@ pub fn layer_specs(
 ) -> Vec<LayerSpec> {
     let mut specs = Vec::new();
     if let Some(b) = base {
+        use std::os::unix::ffi::OsStrExt;
+        let path = b.path().as_os_str().as_bytes();
         for (i, l) in b.layers().iter().enumerate() {
             specs.push(LayerSpec {
                 origin: Origin::Base(i),
                 history: vec![l.member.clone()],
-                key: None,
+                key: Some(LayerKey::base(
+                    path,
+                    b.file_size(),
+                    i,
+                    &l.member,
+                    &l.diff_id,
+                )),
             });
         }
     }

@@ -5,8 +5,13 @@
 //! `docker run`.
 //!
 //! - `plain_push_skopeo_and_second_push_uploads_nothing`: HTTP, two tags,
-//!   digests and media types as skopeo sees them, a second push is HEADs only
+//!   digests and media types as skopeo sees them, a second push uploads nothing
 //! - `one_changed_layer_uploads_only_it`, `docker_format_and_mount_from`
+//! - the manifest the tag held: `unchanged_push_checks_no_blob` (one manifest
+//!   GET, no HEAD), `one_leaf_change_heads_only_new_blobs`,
+//!   `unusable_tag_manifest_means_heads` (an index, junk, a wrong digest),
+//!   `vanished_blob_is_checked_again` (BLOB_UNKNOWN on the manifest PUT),
+//!   `new_tag_uses_earlier_manifests` (by digest, when no tag has one)
 //! - `tls_generated_ca_bad_tls_and_insecure`: certs.d, an untrusted
 //!   certificate (one line), `insecure_registries`
 //! - `basic_auth_htpasswd`, `bearer_tokens_expiry_and_mount`: auth flows,
@@ -107,6 +112,7 @@ fn plan(layers: &[&Layer], known: bool, format: ManifestFormat) -> PushPlan<'sta
             .collect(),
         config: ConfigSpec::Bytes(blobs::config(layers, &["/bin/sh"])),
         manifest: ManifestSpec::Standard(format),
+        earlier: None,
     }
 }
 
@@ -286,6 +292,356 @@ fn one_changed_layer_uploads_only_it() {
     assert_eq!(reg.uploads() - before, 2);
     check_with_skopeo(
         &format!("{}/one/leaf:2", reg.host()),
+        &r,
+        &[&a, &c],
+        ManifestFormat::Oci,
+        None,
+    );
+}
+
+/// The requests of a push after `mark`, by kind: (manifest GETs, manifest
+/// PUTs, blob HEADs, blob uploads started, anything else but `GET /v2/`).
+fn kinds(
+    reg: &Registry,
+    mark: usize,
+    repo: &str,
+) -> (usize, usize, Vec<String>, usize, Vec<String>) {
+    let (mut get, mut put, mut heads, mut posts, mut other) = (0, 0, Vec::new(), 0, Vec::new());
+    for l in reg.request_lines_from(mark) {
+        let path = l.split(' ').nth(1).unwrap_or("").to_owned();
+        if l.starts_with("GET /v2/ ") {
+        } else if l.starts_with(&format!("GET /v2/{repo}/manifests/")) {
+            get += 1;
+        } else if l.starts_with(&format!("PUT /v2/{repo}/manifests/")) {
+            put += 1;
+        } else if l.starts_with(&format!("HEAD /v2/{repo}/blobs/")) {
+            heads.push(path.rsplit('/').next().unwrap().to_owned());
+        } else if l.starts_with(&format!("POST /v2/{repo}/blobs/uploads/")) {
+            posts += 1;
+        } else if !(l.starts_with("PATCH ") || l.starts_with("PUT ")) {
+            other.push(l);
+        }
+    }
+    (get, put, heads, posts, other)
+}
+
+/// Pushing the same image again to its tag: one manifest GET, no blob HEAD,
+/// no upload, the manifest PUT; the report still says every blob is present.
+#[test]
+fn unchanged_push_checks_no_blob() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, c) = layers();
+    let cl = client(&reg.host(), "same/app", &opts());
+    let first = push(
+        &cl,
+        &plan(&[&a, &b, &c], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(first.previous_manifest, None, "nothing at the tag yet");
+    let mark = reg.mark();
+    let again = client(&reg.host(), "same/app", &opts());
+    let events = std::sync::Mutex::new(Vec::new());
+    let r = push(
+        &again,
+        &plan(&[&a, &b, &c], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &|e| events.lock().unwrap().push(format!("{e:?}")),
+    )
+    .unwrap();
+    let (get, put, heads, posts, other) = kinds(&reg, mark, "same/app");
+    assert_eq!(
+        (get, put, heads.len(), posts),
+        (1, 1, 0, 0),
+        "{:?}",
+        reg.request_lines_from(mark)
+    );
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(
+        (
+            r.blobs_present,
+            r.blobs_listed,
+            r.blobs_uploaded,
+            r.blobs_mounted
+        ),
+        (4, 4, 0, 0)
+    );
+    assert_eq!(r.manifest_digest, first.manifest_digest);
+    assert_eq!(
+        r.previous_manifest.as_deref(),
+        Some(first.manifest_digest.as_str())
+    );
+    assert!(
+        events.lock().unwrap()[0].starts_with("Listed"),
+        "{:?}",
+        events.lock().unwrap()
+    );
+    // Docker's schema 2 too; a second tag whose manifest is the same.
+    let d = client(&reg.host(), "same/docker", &opts());
+    let p = || plan(&[&a, &b], true, ManifestFormat::Docker);
+    push(&d, &p(), &tags(&["1"]), &quiet).unwrap();
+    let mark = reg.mark();
+    let r = push(&d, &p(), &tags(&["new", "1"]), &quiet).unwrap();
+    let (get, put, heads, posts, _) = kinds(&reg, mark, "same/docker");
+    assert_eq!(
+        (get, put, heads.len(), posts),
+        (2, 2, 0, 0),
+        "the new tag 404s, then 1 is read"
+    );
+    assert_eq!(r.blobs_listed, 3);
+}
+
+/// One layer changed since the tag's image: HEADs only for what the old
+/// manifest does not list (the new layer and the new config), and exactly
+/// those two uploaded.
+#[test]
+fn one_leaf_change_heads_only_new_blobs() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, c) = layers();
+    let cl = client(&reg.host(), "leaf/app", &opts());
+    push(
+        &cl,
+        &plan(&[&a, &b], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    let (mark, uploads) = (reg.mark(), reg.uploads());
+    let r = push(
+        &cl,
+        &plan(&[&a, &c], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    let (get, put, heads, posts, other) = kinds(&reg, mark, "leaf/app");
+    assert_eq!(
+        (get, put, posts),
+        (1, 1, 2),
+        "{:?}",
+        reg.request_lines_from(mark)
+    );
+    assert_eq!(heads, vec![c.digest.clone(), r.config.digest.clone()]);
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(reg.uploads() - uploads, 2);
+    assert_eq!(
+        (r.blobs_present, r.blobs_listed, r.blobs_uploaded),
+        (1, 1, 2)
+    );
+    check_with_skopeo(
+        &format!("{}/leaf/app:t", reg.host()),
+        &r,
+        &[&a, &c],
+        ManifestFormat::Oci,
+        None,
+    );
+}
+
+/// A tag holding an index, junk, or a manifest whose bytes do not match
+/// the registry's digest: every blob is HEADed as before, and the push is
+/// right.
+#[test]
+fn unusable_tag_manifest_means_heads() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, _) = layers();
+    let cl = client(&reg.host(), "odd/app", &opts());
+    let first = push(
+        &cl,
+        &plan(&[&a, &b], true, ManifestFormat::Oci),
+        &tags(&["x"]),
+        &quiet,
+    )
+    .unwrap();
+    // An image index at tag t, naming the image.
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": ManifestFormat::Oci.manifest_media_type(),
+            "digest": first.manifest_digest,
+            "size": first.manifest_size,
+            "platform": {"architecture": "amd64", "os": "linux"},
+        }],
+    });
+    let index_bytes = serde_json::to_vec(&index).unwrap();
+    cl.put_manifest("t", "application/vnd.oci.image.index.v1+json", &index_bytes)
+        .unwrap();
+    let mark = reg.mark();
+    let r = push(
+        &cl,
+        &plan(&[&a, &b], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    let (get, put, heads, posts, _) = kinds(&reg, mark, "odd/app");
+    assert_eq!(
+        (get, put, heads.len(), posts),
+        (1, 1, 3, 0),
+        "{:?}",
+        reg.request_lines_from(mark)
+    );
+    assert_eq!((r.blobs_present, r.blobs_listed), (3, 0));
+    assert_eq!(r.previous_manifest, None);
+    check_with_skopeo(
+        &format!("{}/odd/app:t", reg.host()),
+        &r,
+        &[&a, &b],
+        ManifestFormat::Oci,
+        None,
+    );
+
+    // Junk, or the real manifest under a wrong digest, from a proxy.
+    let (_, real) = cl.get_manifest("x").unwrap().unwrap();
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let media = ManifestFormat::Oci.manifest_media_type();
+    for (name, body, digest) in [
+        ("junk", b"{\"schemaVersion\": 2, \"conf".to_vec(), None),
+        ("big", vec![b' '; 5 << 20], None),
+        ("lying", real.clone(), Some(wrong.clone())),
+    ] {
+        let (body, digest, media) = (body.clone(), digest.clone(), media.to_owned());
+        let proxy = Proxy::start(reg.port, move |line| {
+            if line.starts_with("GET ") && line.contains("/manifests/") {
+                let mut h = vec![format!("Content-Type: {media}")];
+                h.extend(digest.iter().map(|d| format!("Docker-Content-Digest: {d}")));
+                Action::RespondBody(200, h, body.clone())
+            } else {
+                Action::Forward
+            }
+        });
+        let via = format!("127.0.0.1:{}", proxy.port);
+        let r = push(
+            &client(&via, "odd/app", &opts()),
+            &plan(&[&a, &b], true, ManifestFormat::Oci),
+            &tags(&["x"]),
+            &quiet,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(proxy.count("HEAD /v2/odd/app/blobs/"), 3, "{name}");
+        assert_eq!((r.blobs_present, r.blobs_listed), (3, 0), "{name}");
+        assert_eq!(r.manifest_digest, first.manifest_digest, "{name}");
+    }
+}
+
+/// A blob the tag's manifest lists is gone from the repository by the
+/// time the manifest is put: the registry says MANIFEST_BLOB_UNKNOWN, the
+/// push checks every blob, uploads the missing one, and puts again.
+#[test]
+fn vanished_blob_is_checked_again() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, _) = layers();
+    let cl = client(&reg.host(), "gone/app", &opts());
+    let p = || plan(&[&a, &b], true, ManifestFormat::Oci);
+    push(&cl, &p(), &tags(&["t"]), &quiet).unwrap();
+    reg.delete_blob("gone/app", &a.digest);
+    assert!(!cl.blob_exists(&a.digest).unwrap());
+    let (mark, uploads) = (reg.mark(), reg.uploads());
+    let events = std::sync::Mutex::new(Vec::new());
+    let r = push(&cl, &p(), &tags(&["t"]), &|e| {
+        events.lock().unwrap().push(format!("{e:?}"))
+    })
+    .unwrap();
+    let (get, put, heads, _, _) = kinds(&reg, mark, "gone/app");
+    assert_eq!(
+        (get, put, heads.len()),
+        (1, 2, 3),
+        "{:?}",
+        reg.request_lines_from(mark)
+    );
+    assert_eq!(reg.uploads() - uploads, 1, "the vanished layer");
+    assert_eq!(
+        (r.blobs_present, r.blobs_listed, r.blobs_uploaded),
+        (2, 0, 1)
+    );
+    assert_eq!(
+        r.layers[0].outcome,
+        stream_layered_image::registry::Outcome::Uploaded
+    );
+    assert!(
+        events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with("Recheck") && e.contains("BLOB_UNKNOWN")),
+        "{:?}",
+        events.lock().unwrap()
+    );
+    assert!(cl.blob_exists(&a.digest).unwrap());
+    check_with_skopeo(
+        &format!("{}/gone/app:t", reg.host()),
+        &r,
+        &[&a, &b],
+        ManifestFormat::Oci,
+        None,
+    );
+}
+
+/// A new tag (one per build): no tag holds a manifest, but the caller
+/// remembers what it pushed to the repository before; fetched by digest,
+/// it spares the HEADs of what it lists. Digests the repository lacks,
+/// or that are not digests, cost a 404 or nothing.
+#[test]
+fn new_tag_uses_earlier_manifests() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, c) = layers();
+    let cl = client(&reg.host(), "builds/app", &opts());
+    let first = push(
+        &cl,
+        &plan(&[&a, &b], true, ManifestFormat::Oci),
+        &tags(&["build-1"]),
+        &quiet,
+    )
+    .unwrap();
+    let missing = format!("sha256:{}", "5".repeat(64));
+    let remembered = vec![
+        missing.clone(),
+        "latest".to_owned(),
+        first.manifest_digest.clone(),
+    ];
+    let asked = std::sync::Mutex::new(Vec::new());
+    let mut p = plan(&[&a, &c], true, ManifestFormat::Oci);
+    p.earlier = Some(Box::new(|registry: &str, repository: &str| {
+        asked
+            .lock()
+            .unwrap()
+            .push(format!("{registry}/{repository}"));
+        remembered.clone()
+    }));
+    let mark = reg.mark();
+    let r = push(&cl, &p, &tags(&["build-2"]), &quiet).unwrap();
+    assert_eq!(
+        *asked.lock().unwrap(),
+        vec![format!("{}/builds/app", reg.host())]
+    );
+    let lines = reg.request_lines_from(mark);
+    let (get, put, heads, posts, other) = kinds(&reg, mark, "builds/app");
+    assert_eq!((get, put, posts), (3, 1, 2), "{lines:?}");
+    assert!(lines
+        .iter()
+        .any(|l| l.contains(&format!("/manifests/{missing}"))));
+    assert!(
+        !lines.iter().any(|l| l.contains("/manifests/latest")),
+        "{lines:?}"
+    );
+    assert_eq!(heads, vec![c.digest.clone(), r.config.digest.clone()]);
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(
+        (r.blobs_present, r.blobs_listed, r.blobs_uploaded),
+        (1, 1, 2)
+    );
+    assert_eq!(
+        r.previous_manifest.as_deref(),
+        Some(first.manifest_digest.as_str())
+    );
+    // A tag with a manifest wins: the earlier ones are not asked for.
+    let mark = reg.mark();
+    let r = push(&cl, &p, &tags(&["build-2"]), &quiet).unwrap();
+    let (get, _, heads, _, _) = kinds(&reg, mark, "builds/app");
+    assert_eq!((get, heads.len(), r.blobs_listed), (1, 0, 3));
+    check_with_skopeo(
+        &format!("{}/builds/app:build-2", reg.host()),
         &r,
         &[&a, &c],
         ManifestFormat::Oci,
@@ -612,11 +968,11 @@ fn always_failing_registry_leaves_no_manifest() {
     );
     assert_eq!(proxy.count("PATCH "), 4);
     assert_eq!(
-        proxy.count("/manifests/"),
+        proxy.count("PUT /v2/fail/app/manifests/"),
         0,
         "no manifest before its blobs"
     );
-    assert_eq!(reg.requests("/manifests/"), 0);
+    assert_eq!(reg.requests("\"PUT /v2/fail/app/manifests/"), 0);
     let direct = client(&reg.host(), "fail/app", &opts());
     assert_eq!(direct.head_manifest("t").unwrap(), None);
 }
@@ -813,7 +1169,7 @@ fn lying_registry_is_an_error() {
     )
     .unwrap_err();
     assert_one_line(&e, &["uploading blob", "says it stored", &zeros]);
-    assert_eq!(blob_liar.count("/manifests/"), 0);
+    assert_eq!(blob_liar.count("PUT /v2/lie/b/manifests/"), 0);
 
     let mismatch = Proxy::start(reg.port, |line| {
         if line.starts_with("PUT ") && line.contains("/blobs/uploads/") {
@@ -1240,6 +1596,7 @@ fn config_and_manifest_built_from_upload_results() {
                 manifest::build(format, config, &l),
             ))
         })),
+        earlier: None,
     };
     let r = push(
         &client(&reg.host(), "built/app", &opts()),

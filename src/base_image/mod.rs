@@ -43,6 +43,7 @@ use serde_json::Value;
 pub use env::merge_config;
 use index::{tar_error, Index, Member};
 pub use index::{MAX_JSON, MAX_MANIFEST, MAX_MEMBERS, MAX_NAME_BYTES};
+pub use source::index_bytes_read;
 use source::Compression;
 use tar_reader::TarReader;
 
@@ -63,6 +64,7 @@ pub struct BaseLayer {
 #[derive(Debug)]
 pub struct BaseImage {
     path: PathBuf,
+    file_size: u64,
     compression: Compression,
     layers: Vec<BaseLayer>,
     /// Per layer: offset of its data in the decoded tar stream.
@@ -87,6 +89,10 @@ impl BaseImage {
 
     fn open_inner(path: &Path) -> Result<BaseImage> {
         let compression = source::sniff(path)?;
+        let file_size = source::open_regular(path)?
+            .metadata()
+            .context("cannot stat")?
+            .len();
         let index = scan(path, compression)?;
         let reader = MemberReader {
             path,
@@ -136,11 +142,22 @@ impl BaseImage {
         }
         Ok(BaseImage {
             path: path.to_owned(),
+            file_size,
             compression,
             layers,
             data_pos,
             config,
         })
+    }
+
+    /// The file, as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size in bytes when it was opened.
+    pub fn file_size(&self) -> u64 {
+        self.file_size
     }
 
     /// The layers, in manifest order.
@@ -190,7 +207,7 @@ impl BaseImage {
         for i in 0..self.layers.len() {
             file.seek(SeekFrom::Start(self.data_pos[i]))
                 .with_context(|| format!("base image {}: cannot seek", self.path.display()))?;
-            self.serve(i, &mut file, None, &mut digests, f)?;
+            self.serve(i, &mut file, true, None, &mut digests, f)?;
         }
         Ok(())
     }
@@ -202,7 +219,8 @@ impl BaseImage {
         let ctx = || format!("base image {}", self.path.display());
         let mut served = vec![false; self.layers.len()];
         let mut digests = HashMap::new();
-        let decoded = source::open_decoded(&self.path, self.compression).with_context(ctx)?;
+        let decoded =
+            source::open_decoded(&self.path, self.compression, false).with_context(ctx)?;
         let mut reader = TarReader::new(decoded);
         while served.contains(&false) {
             let Some(raw) = reader
@@ -228,14 +246,21 @@ impl BaseImage {
                         .with_context(|| format!("{}: cannot create a temporary file", ctx()))?,
                 )
             };
-            self.serve(first, &mut reader.data(), spool.as_mut(), &mut digests, f)?;
+            self.serve(
+                first,
+                &mut reader.data(),
+                true,
+                spool.as_mut(),
+                &mut digests,
+                f,
+            )?;
             served[first] = true;
             if let Some(mut spool) = spool {
                 for &i in again {
                     spool
                         .seek(SeekFrom::Start(0))
                         .with_context(|| format!("{}: cannot re-read a layer", ctx()))?;
-                    self.serve(i, &mut spool, None, &mut digests, f)?;
+                    self.serve(i, &mut spool, false, None, &mut digests, f)?;
                     served[i] = true;
                 }
             }
@@ -252,11 +277,14 @@ impl BaseImage {
 
     /// Hands layer `i` (read from `inner`) to `f`, verified, copied into
     /// `spool` on the way if given. A member whose digest is already known
-    /// (listed before) is compared with this layer's diff_id up front.
+    /// (listed before) is compared with this layer's diff_id up front. The
+    /// bytes `f` reads count as store bytes read when `from_file` (not
+    /// when served again from a temporary copy).
     fn serve(
         &self,
         i: usize,
         inner: &mut dyn Read,
+        from_file: bool,
         spool: Option<&mut File>,
         digests: &mut HashMap<u64, String>,
         f: &mut dyn FnMut(usize, &BaseLayer, &mut dyn Read) -> Result<()>,
@@ -276,6 +304,9 @@ impl BaseImage {
         if known.is_some() {
             reader.skip_hashing();
         }
+        if from_file {
+            reader.count_store_reads();
+        }
         f(i, layer, &mut reader)?;
         if let Some(d) = reader.finish()? {
             digests.insert(self.data_pos[i], d);
@@ -284,18 +315,28 @@ impl BaseImage {
     }
 }
 
+/// Buffer of the scan of a plain (seekable) archive.
+const SCAN_BUFFER: usize = 8 << 10;
+
 /// Indexes the archive: seeking over data for a plain file, decompressing
 /// (and keeping small JSON members) otherwise.
 fn scan(path: &Path, compression: Compression) -> Result<Index> {
     if compression == Compression::None {
         let file = source::open_regular(path)?;
         let len = file.metadata().context("cannot stat")?.len();
-        let mut reader = TarReader::new(BufReader::with_capacity(1 << 16, file));
+        // A small buffer: each member's headers are read after a seek over
+        // the previous member's data, and a big one would read ahead into
+        // layer data that is never used (small members still come in one
+        // read or a few).
+        let mut reader = TarReader::new(BufReader::with_capacity(
+            SCAN_BUFFER,
+            source::Indexing(file),
+        ));
         let index = Index::scan(&mut reader, false)?;
         index.check_within(len)?;
         Ok(index)
     } else {
-        let mut reader = TarReader::new(source::open_decoded(path, compression)?);
+        let mut reader = TarReader::new(source::open_decoded(path, compression, true)?);
         Index::scan(&mut reader, true)
     }
 }
@@ -370,14 +411,15 @@ impl MemberReader<'_> {
     fn read(&self, m: &Member) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
         if self.compression == Compression::None {
-            let mut file = source::open_regular(self.path)?;
+            let mut file = source::Indexing(source::open_regular(self.path)?);
             file.seek(SeekFrom::Start(m.data_pos))
                 .context("cannot seek")?;
             file.take(m.size)
                 .read_to_end(&mut bytes)
                 .context("cannot read")?;
         } else {
-            let mut reader = TarReader::new(source::open_decoded(self.path, self.compression)?);
+            let mut reader =
+                TarReader::new(source::open_decoded(self.path, self.compression, true)?);
             while let Some(raw) = reader.next_member().map_err(|e| tar_error(&e, None))? {
                 if raw.data_pos == m.data_pos {
                     reader.data().read_to_end(&mut bytes).with_context(|| {

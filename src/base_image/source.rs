@@ -9,9 +9,10 @@
 //! with `compressor = "zstd"`). bzip2 and xz get a clear error instead.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
 
@@ -98,9 +99,47 @@ fn refuse_non_regular(meta: &std::fs::Metadata) -> Result<()> {
     bail!("is {what}, not a docker-archive tarball")
 }
 
-/// Opens `path` and returns its decoded tar stream, from the start.
-pub fn open_decoded(path: &Path, compression: Compression) -> Result<Box<dyn Read>> {
-    let file = BufReader::with_capacity(1 << 16, open_regular(path)?);
+/// Bytes of base image files read to index them and read their manifest
+/// and config (not their layers' data, which `--verbose` counts with the
+/// store's).
+static INDEX_BYTES_READ: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes of base image files read so far to index them and read their
+/// manifest and config.
+pub fn index_bytes_read() -> u64 {
+    INDEX_BYTES_READ.load(Ordering::Relaxed)
+}
+
+/// A reader whose reads count as index reads ([`index_bytes_read`]).
+pub struct Indexing<R>(pub R);
+
+impl<R: Read> Read for Indexing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        INDEX_BYTES_READ.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Indexing<R> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(pos)
+    }
+}
+
+/// Opens `path` and returns its decoded tar stream, from the start; its
+/// reads count as index reads when `indexing`.
+pub fn open_decoded(
+    path: &Path,
+    compression: Compression,
+    indexing: bool,
+) -> Result<Box<dyn Read>> {
+    let raw: Box<dyn Read> = if indexing {
+        Box::new(Indexing(open_regular(path)?))
+    } else {
+        Box::new(open_regular(path)?)
+    };
+    let file = BufReader::with_capacity(1 << 16, raw);
     Ok(match compression {
         Compression::None => Box::new(file),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(file)),

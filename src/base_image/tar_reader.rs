@@ -48,7 +48,7 @@ impl<T: Skip + ?Sized> Skip for &mut T {
     }
 }
 
-impl Skip for io::BufReader<std::fs::File> {
+impl<R: io::Read + io::Seek> Skip for io::BufReader<R> {
     fn skip(&mut self, n: u64) -> io::Result<()> {
         // Seeking past the end is no error; Index::check_within catches a
         // member running past the end of the file.

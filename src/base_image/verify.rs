@@ -42,6 +42,8 @@ pub struct Verifying<'a> {
     hasher: Option<Hasher>,
     /// The digest once all bytes were read, or why it could not be had.
     outcome: Option<Result<String, String>>,
+    /// Bytes handed out count as store bytes read (`--verbose`).
+    count: bool,
 }
 
 struct Hasher {
@@ -73,7 +75,13 @@ impl<'a> Verifying<'a> {
                 thread,
             }),
             outcome: None,
+            count: false,
         }
+    }
+
+    /// Bytes handed out from now on count as bytes read from the store.
+    pub fn count_store_reads(&mut self) {
+        self.count = true;
     }
 
     /// The digest is already known to match (a member listed again).
@@ -149,6 +157,9 @@ impl Read for Verifying<'_> {
             let _ = tx.send(buf[..n].to_vec());
         }
         self.left -= n as u64;
+        if self.count {
+            crate::layer::count_store_bytes(n as u64);
+        }
         if self.left == 0 {
             self.conclude();
             if let Some(Err(e)) = &self.outcome {

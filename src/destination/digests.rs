@@ -1,8 +1,10 @@
 //! `--digests-only FILE`: every layer's facts (diff_id and size, and the
-//! blob digest and size for the chosen codec) for the whole image, written
-//! without writing the image. A Nix derivation computes it once; a binary
-//! cache carries it to CI, where `--digests FILE` names every blob before
-//! a byte of the store is read.
+//! blob digest and size for the chosen codec) for the whole image, base
+//! layers included, written without writing the image. A Nix derivation
+//! computes it once; a binary cache carries it to CI, where `--digests
+//! FILE` names every blob before a byte of the store is read. A base layer
+//! stored compressed in its archive keeps its own codec there, whatever
+//! codec was asked for (its facts say which).
 
 use std::path::Path;
 
@@ -15,15 +17,25 @@ use crate::compression::Codec;
 use crate::destination::oci_archive::bytes_blob;
 use crate::model::{Image, Layer, Written};
 
-/// Computes (or takes from what is known) every non-base layer's facts for
-/// `codec` and writes them to `path` atomically.
+/// Computes (or takes from what is known) every layer's facts for `codec`
+/// and writes them to `path` atomically.
 pub fn write(img: &Image, path: &Path, codec: Codec) -> Result<Written> {
-    let own: Vec<usize> = (img.base_count()..img.layers.len()).collect();
+    let base = img.base_count();
+    // Base layers come from one pass over the base image, made only when
+    // one of them is not known yet; it records what it learns.
+    let base_new = if (0..base).any(|i| img.known_blob(i, codec).is_none()) {
+        blob::produce_base(img, codec, &mut |_| Ok(std::io::sink()), &mut |_, _, _| {
+            Ok(())
+        })?;
+        base
+    } else {
+        0
+    };
+    let own: Vec<usize> = (base..img.layers.len()).collect();
     let produced: Vec<bool> = own
         .par_iter()
         .map(|&i| -> Result<bool> {
-            let known = img.known_facts(i).filter(|f| f.size != 0);
-            if known.is_some_and(|f| f.blob(codec).is_some()) {
+            if img.known_blob(i, codec).is_some() {
                 return Ok(false);
             }
             blob::produce(img, i, codec, std::io::sink())?;
@@ -33,13 +45,14 @@ pub fn write(img: &Image, path: &Path, codec: Codec) -> Result<Written> {
     let mut entries = Vec::with_capacity(own.len());
     let mut layers = Vec::with_capacity(img.layers.len());
     for i in 0..img.layers.len() {
-        let Some(facts) = img.known_facts(i) else {
+        let (Some(facts), Some((used, blob))) = (img.known_facts(i), img.known_blob(i, codec))
+        else {
             bail!("internal: no digests for {}", img.describe(i));
         };
         layers.push(Layer {
             diff_id: facts.diff_id.clone(),
-            blob: facts.blob(codec).unwrap_or_default(),
-            codec,
+            blob,
+            codec: used,
             history: img.layers[i].history.clone(),
         });
         if let Some(key) = &img.layers[i].key {
@@ -67,7 +80,7 @@ pub fn write(img: &Image, path: &Path, codec: Codec) -> Result<Written> {
     let config = img.config_json(&layers);
     Ok(Written {
         layers,
-        new_layers: produced.iter().filter(|p| **p).count(),
+        new_layers: base_new + produced.iter().filter(|p| **p).count(),
         bytes: 0,
         image_id: bytes_blob(&config).digest,
         manifest_digest: None,

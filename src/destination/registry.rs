@@ -2,10 +2,13 @@
 //!
 //! Each layer becomes a blob source for the registry client: its
 //! compressed digest, when known before reading (digest cache, `--digests`
-//! file), lets the push `HEAD` (or mount) it and skip it without reading a
-//! store byte; otherwise its bytes are produced, compressed and hashed
-//! while they upload. Base layers are spooled first (their blob digest is
-//! only known after reading them). The config is built once every layer is
+//! file), lets the push skip it without reading a store byte: it is
+//! present when the manifest the tag already holds lists it, else a `HEAD`
+//! (or a mount) finds it; otherwise its bytes are produced, compressed and hashed
+//! while they upload. Base layers are named the same way when their facts
+//! are known (a base layer stored compressed keeps its own codec and media
+//! type); otherwise, or once one must be uploaded, every base layer is
+//! spooled in one pass over the base image. The config is built once every layer is
 //! in the registry (its diff_ids are then all known), and the manifest is
 //! put last, only after every blob is there.
 //!
@@ -16,6 +19,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
@@ -62,52 +66,56 @@ impl Push {
         img: &Image,
     ) -> Result<(Written, Vec<(Reference, registry::PushReport)>)> {
         let n = img.layers.len();
-        let spool = tempfile::Builder::new()
-            .prefix("sli-push-")
-            .tempdir()
-            .context("cannot create a temporary directory for base layers")?;
-        let spool_path = |i: usize| spool.path().join(i.to_string());
-        let mut base: Vec<Option<Layer>> = vec![None; n];
-        blob::produce_base(
-            img,
-            self.codec,
-            &mut |i| {
-                let p = spool_path(i);
-                File::create(&p).with_context(|| format!("cannot create {}", p.display()))
-            },
-            &mut |i, layer, _| {
-                base[i] = Some(layer);
-                Ok(())
-            },
-        )?;
         let format = self.format;
         let codec = self.codec;
+        let spool = BaseSpool::new(img, codec)?;
+        // Base layers known before reading (cache, digests file) are named
+        // without opening their data; otherwise they are spooled first
+        // (their blob digest is only known after reading them).
+        let known_base: Vec<Option<(Codec, Blob)>> = (0..img.base_count())
+            .map(|i| img.known_blob(i, codec))
+            .collect();
+        let base: Vec<(Codec, Blob)> = if known_base.iter().all(Option::is_some) {
+            known_base.into_iter().flatten().collect()
+        } else {
+            spool
+                .layers()?
+                .into_iter()
+                .flatten()
+                .map(|l| (l.codec, l.blob))
+                .collect()
+        };
+        if base.len() != img.base_count() {
+            bail!(
+                "internal: {} of {} base layers produced",
+                base.len(),
+                img.base_count()
+            );
+        }
+        let layer_codec = |i: usize| base.get(i).map_or(codec, |(c, _)| *c);
         let mut sources = Vec::with_capacity(n);
-        for (i, spooled) in base.iter().enumerate() {
-            let source = match spooled {
-                Some(layer) => {
-                    let path = spool_path(i);
-                    BlobSource::new(format.layer_media_type(layer.codec.name()), move |w| {
+        for i in 0..n {
+            let source = match base.get(i) {
+                Some((used, blob)) => {
+                    let spool = &spool;
+                    BlobSource::new(format.layer_media_type(used.name()), move |w| {
+                        let path = spool.blob(i)?;
                         let mut f = File::open(&path)
                             .with_context(|| format!("cannot open {}", path.display()))?;
                         std::io::copy(&mut f, w).context("cannot send a base layer")?;
                         Ok(())
                     })
                     .known(BlobDigest {
-                        digest: layer.blob.digest.clone(),
-                        size: layer.blob.size,
+                        digest: blob.digest.clone(),
+                        size: blob.size,
                     })
                 }
                 None => {
                     let source = BlobSource::new(format.layer_media_type(codec.name()), move |w| {
                         blob::produce_into(img, i, codec, w).map(|_| ())
                     });
-                    let known = img
-                        .known_facts(i)
-                        .filter(|f| f.size != 0)
-                        .and_then(|f| f.blob(codec));
-                    match known {
-                        Some(b) => source.known(BlobDigest {
+                    match img.known_blob(i, codec) {
+                        Some((_, b)) => source.known(BlobDigest {
                             digest: b.digest,
                             size: b.size,
                         }),
@@ -136,7 +144,7 @@ impl Push {
                             digest: r.digest.digest.clone(),
                             size: r.digest.size,
                         },
-                        codec: base[i].as_ref().map_or(codec, |l| l.codec),
+                        codec: layer_codec(i),
                         history: img.layers[i].history.clone(),
                     })
                 })
@@ -148,13 +156,18 @@ impl Push {
                 Ok(img.config_json(&final_layers(results)?))
             })),
             manifest: ManifestSpec::Standard(format),
+            // What this cache pushed there before: a new tag's push learns
+            // from it which blobs the repository holds.
+            earlier: Some(Box::new(|registry, repository| {
+                img.known.pushed(registry, repository)
+            })),
         };
         let say = |r: &Reference, e: &Event| match e {
             Event::Uploading { layer, .. } => img.reporter.step(&format!(
                 "{}: uploading to {} ({})",
                 img.describe(*layer),
                 r.name(),
-                codec.name()
+                layer_codec(*layer).name()
             )),
             Event::Blob {
                 layer: Some(layer),
@@ -176,6 +189,23 @@ impl Push {
                 }
             }
             Event::Blob { layer: None, .. } => {}
+            Event::Listed {
+                reference,
+                digest,
+                blobs,
+            } => img.reporter.step(&format!(
+                "{}{}{reference}: holds manifest {digest}; its {blobs} blobs need no check",
+                r.name(),
+                if reference.starts_with("sha256:") {
+                    '@'
+                } else {
+                    ':'
+                }
+            )),
+            Event::Recheck { reason } => img.reporter.step(&format!(
+                "{}: a blob the previous manifest listed is gone ({reason}); checking every blob",
+                r.name()
+            )),
             Event::Manifest { reference, digest } => {
                 // Untagged (one platform of an index): put by its digest.
                 let sep = if reference.starts_with("sha256:") {
@@ -196,6 +226,10 @@ impl Push {
         let Some((_, first)) = pushed.first() else {
             bail!("--push: no reference given");
         };
+        for (r, report) in &pushed {
+            img.known
+                .record_pushed(&r.registry, &r.repository, &report.manifest_digest);
+        }
         let layers = final_layers(&first.layers)?;
         let config = img.config_json(&layers);
         let image_id = format!("sha256:{}", crate::digest::sha256_hex(&config));
@@ -259,6 +293,68 @@ impl Push {
             )),
         };
         Ok((written, pushed))
+    }
+}
+
+/// The base layers as blobs in a temporary directory, made by one pass over
+/// the base image the first time any is needed (every base layer then,
+/// checked against what was known and recorded).
+struct BaseSpool<'i, 'a> {
+    img: &'i Image<'a>,
+    codec: Codec,
+    dir: tempfile::TempDir,
+    /// The layers once made, or why they could not be.
+    made: Mutex<Option<Result<Vec<Option<Layer>>, String>>>,
+}
+
+impl<'i, 'a> BaseSpool<'i, 'a> {
+    fn new(img: &'i Image<'a>, codec: Codec) -> Result<BaseSpool<'i, 'a>> {
+        let dir = tempfile::Builder::new()
+            .prefix("sli-push-")
+            .tempdir()
+            .context("cannot create a temporary directory for base layers")?;
+        Ok(BaseSpool {
+            img,
+            codec,
+            dir,
+            made: Mutex::new(None),
+        })
+    }
+
+    fn path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(i.to_string())
+    }
+
+    /// Every base layer (None for the others), made on the first call.
+    fn layers(&self) -> Result<Vec<Option<Layer>>> {
+        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        if made.is_none() {
+            let mut layers = vec![None; self.img.layers.len()];
+            let result = blob::produce_base(
+                self.img,
+                self.codec,
+                &mut |i| {
+                    let p = self.path(i);
+                    File::create(&p).with_context(|| format!("cannot create {}", p.display()))
+                },
+                &mut |i, layer, _| {
+                    layers[i] = Some(layer);
+                    Ok(())
+                },
+            );
+            *made = Some(result.map(|()| layers).map_err(|e| format!("{e:#}")));
+        }
+        match made.as_ref() {
+            Some(Ok(layers)) => Ok(layers.clone()),
+            Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
+            None => bail!("internal: base layers not made"),
+        }
+    }
+
+    /// Base layer `i`'s blob file, made if it was not yet.
+    fn blob(&self, i: usize) -> Result<PathBuf> {
+        self.layers()?;
+        Ok(self.path(i))
     }
 }
 

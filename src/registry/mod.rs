@@ -5,8 +5,9 @@
 //! files ([`blob`], [`manifest`]), the HTTP plumbing in [`transport`]
 //! (ping, Basic and Bearer auth, retries, TLS), credentials in
 //! [`credentials`], and [`push()`](push::push) on top: every blob first
-//! (`HEAD` before reading a byte, cross-repository mount, else a streamed
-//! upload), the manifest `PUT` last.
+//! (present if the manifest the tag already holds lists it, else `HEAD`
+//! before reading a byte, cross-repository mount, else a streamed upload),
+//! the manifest `PUT` last.
 //!
 //! This module knows nothing of the image model: a layer is a
 //! [`BlobSource`], an optional digest plus a function that writes its bytes
@@ -28,6 +29,7 @@
 //!     layers: vec![layer],
 //!     config: ConfigSpec::Bytes(br#"{"architecture":"amd64","os":"linux"}"#.to_vec()),
 //!     manifest: ManifestSpec::Standard(ManifestFormat::Oci),
+//!     earlier: None,
 //! };
 //! let report = push(&client, &plan, &["1".into()], &|_event| {})?;
 //! println!("{}@{}", reference.name(), report.manifest_digest);
@@ -71,7 +73,8 @@ pub use credentials::Credential;
 pub use manifest::ManifestFormat;
 pub use push::{
     push, push_all, push_all_untagged, push_with_mounts, BlobSource, ConfigBuilder, ConfigSpec,
-    Event, LayerResult, ManifestBuilder, ManifestSpec, Outcome, PushPlan, PushReport,
+    EarlierManifests, Event, LayerResult, ManifestBuilder, ManifestSpec, Outcome, PushPlan,
+    PushReport,
 };
 pub use referrers::referrers_tag;
 pub use transport::retry::RetryPolicy;

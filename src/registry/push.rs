@@ -24,7 +24,28 @@
 //! the manifest, once per tag. Nothing is written to a tag before every
 //! blob it names is present; a failure anywhere stops the push before the
 //! manifest.
+//!
+//! # What the tag already holds
+//!
+//! Pushing a new version over an old one, most blobs are already in the
+//! repository, and a `HEAD` each (a hundred for a hundred-layer image)
+//! costs more than the one layer that changed. So before any blob, the
+//! manifest at the tag is fetched once ([`Client::listed_blobs`]): a
+//! registry accepts a manifest only once every blob it names is in the
+//! repository, so each blob it lists (config and layers, same digest and
+//! size) counts as present without a request; only the others are
+//! `HEAD`ed. This only ever saves requests: a tag that does not exist, or
+//! holds an index, or anything we cannot read, means `HEAD`s as before.
+//! When no tag gives one (a new tag per build), the manifests this
+//! repository was last given by earlier pushes, if the caller remembers
+//! them ([`PushPlan::earlier`]), are fetched by digest (at most
+//! [`MAX_EARLIER`]; their bytes must hash to it) and serve the same way. A
+//! blob may still vanish between that `GET` and the manifest `PUT` (garbage
+//! collection): the `PUT` then fails with `BLOB_UNKNOWN` or
+//! `MANIFEST_BLOB_UNKNOWN`, and the push checks every blob again the usual
+//! way (`HEAD`, mount, upload) and puts the manifest once more.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -103,6 +124,13 @@ pub enum ManifestSpec<'a> {
     Build(Box<ManifestBuilder<'a>>),
 }
 
+/// Gives, for a registry and repository, the digests of manifests earlier
+/// pushes put there, most recent first.
+pub type EarlierManifests<'a> = dyn Fn(&str, &str) -> Vec<String> + Sync + 'a;
+
+/// Earlier manifests fetched by digest at most, per push.
+pub const MAX_EARLIER: usize = 4;
+
 /// What to push.
 pub struct PushPlan<'a> {
     /// Layers, in image order.
@@ -111,12 +139,16 @@ pub struct PushPlan<'a> {
     pub config: ConfigSpec<'a>,
     /// The manifest.
     pub manifest: ManifestSpec<'a>,
+    /// Manifests the repository may still hold from earlier pushes, tried
+    /// (by digest) when no tag holds a usable one: the blobs they list need
+    /// no `HEAD`. `None`: the tags only.
+    pub earlier: Option<Box<EarlierManifests<'a>>>,
 }
 
 /// How a blob came to be in the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// It was there already (`HEAD`).
+    /// It was there already (`HEAD`, or listed by the manifest the tag held).
     Present,
     /// Mounted from another repository.
     Mounted,
@@ -138,6 +170,23 @@ pub struct LayerResult {
 /// Progress, for a reporter.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// The manifest a tag held before the push (or one an earlier push put
+    /// in the repository) was read: the blobs it lists need no `HEAD`. Not
+    /// sent when none was usable.
+    Listed {
+        /// The tag, or the digest it was fetched by.
+        reference: String,
+        /// Its manifest's digest.
+        digest: String,
+        /// How many blobs it lists.
+        blobs: usize,
+    },
+    /// The blobs listed by the tag's previous manifest were not all there
+    /// when the manifest was put: every blob is being checked again.
+    Recheck {
+        /// The registry's refusal, one line.
+        reason: String,
+    },
     /// A layer's upload starts (the registry lacks it and could not mount
     /// it): its bytes are read from now on.
     Uploading {
@@ -176,6 +225,12 @@ pub struct PushReport {
     pub blobs_uploaded: usize,
     /// Bytes uploaded (sizes of the uploaded blobs).
     pub bytes_uploaded: u64,
+    /// Of `blobs_present`, those known present because the manifest the
+    /// tag held lists them (no `HEAD` was sent for them).
+    pub blobs_listed: usize,
+    /// The digest of the manifest the tag held before the push (or of the
+    /// first earlier one fetched by digest), when it was read and used.
+    pub previous_manifest: Option<String>,
     /// The layers, in plan order.
     pub layers: Vec<LayerResult>,
     /// The config blob.
@@ -225,87 +280,75 @@ fn push_inner(
     report: &(dyn Fn(&Event) + Sync),
 ) -> Result<PushReport> {
     client.ping()?;
-    let layers = push_layers(client, plan, mount_from, learned, report)?;
-
-    let config_bytes = match &plan.config {
-        ConfigSpec::Bytes(b) => b.clone(),
-        ConfigSpec::Build(f) => f(&layers).map_err(|e| {
-            client
-                .t
-                .fail("building the image configuration", format!("{e:#}"))
-        })?,
+    let earlier = match &plan.earlier {
+        Some(f) => f(client.registry(), client.repository()),
+        None => Vec::new(),
     };
-    let config = BlobDigest {
-        digest: manifest::digest_of(&config_bytes),
-        size: config_bytes.len() as u64,
-    };
-    let config_outcome = push_config(client, &config, &config_bytes, mount_from)?;
-    report(&Event::Blob {
-        layer: None,
-        digest: config.clone(),
-        outcome: config_outcome,
-    });
-
-    let (media_type, bytes) = match &plan.manifest {
-        ManifestSpec::Bytes { media_type, bytes } => {
-            // Bytes made before the push can only be right if they name
-            // what was pushed.
-            let text = String::from_utf8_lossy(bytes);
-            let digests = layers
-                .iter()
-                .map(|l| &l.digest.digest)
-                .chain([&config.digest]);
-            if let Some(missing) = digests.into_iter().find(|d| !text.contains(d.as_str())) {
-                return Err(client.t.fail(
-                    "checking the manifest",
-                    format!("it does not name the pushed blob {missing}"),
-                ));
-            }
-            (media_type.clone(), bytes.clone())
-        }
-        ManifestSpec::Standard(format) => {
-            let l: Vec<(&str, &BlobDigest)> = layers
-                .iter()
-                .map(|l| (l.media_type.as_str(), &l.digest))
-                .collect();
-            (
-                format.manifest_media_type().to_owned(),
-                manifest::build(*format, &config, &l),
+    let previous = previous_manifests(client, tags, &earlier, report);
+    let listed: HashSet<BlobDigest> = previous
+        .iter()
+        .flat_map(|p| p.blobs.iter().cloned())
+        .collect();
+    let first = push_once(
+        client, plan, tags, mount_from, learned, expected, &listed, report,
+    );
+    // After a recheck, `pass` listed nothing: every blob was checked.
+    let (pass, earlier) = match first {
+        Ok(pass) => (pass, None),
+        Err(Failed::BlobUnknown(e, pass)) if pass.assumed() > 0 => {
+            // A blob the old manifest listed is gone: check every blob the
+            // usual way, knowing every layer's digest now, and put again.
+            report(&Event::Recheck { reason: e.clone() });
+            let digests: Vec<BlobDigest> = pass.layers.iter().map(|l| l.digest.clone()).collect();
+            let again = push_once(
+                client,
+                plan,
+                tags,
+                mount_from,
+                Some(&digests),
+                expected,
+                &HashSet::new(),
+                report,
             )
+            .map_err(Failed::into_error)?;
+            (again, Some(pass))
         }
-        ManifestSpec::Build(f) => f(&config, &layers)
-            .map_err(|e| client.t.fail("building the manifest", format!("{e:#}")))?,
+        Err(e) => return Err(e.into_error()),
     };
-    let digest = manifest::digest_of(&bytes);
-    if let Some(d) = expected.iter().find(|d| **d != digest) {
-        return Err(client.t.fail(
-            "checking the manifest digest",
-            format!("the image's manifest is {digest}, not {d}"),
-        ));
+    let Pass {
+        mut layers,
+        listed_layers,
+        config,
+        mut config_outcome,
+        config_listed,
+        media_type,
+        digest,
+        size,
+    } = pass;
+    if let Some(before) = earlier {
+        // What the first pass uploaded or mounted, the second found
+        // present: it was this push that put it there.
+        for (now, then) in layers.iter_mut().zip(&before.layers) {
+            if now.outcome == Outcome::Present {
+                now.outcome = then.outcome;
+            }
+        }
+        if config_outcome == Outcome::Present {
+            config_outcome = before.config_outcome;
+        }
     }
-    let references: Vec<String> = if tags.is_empty() {
-        vec![digest.clone()]
-    } else {
-        tags.to_vec()
-    };
-    for r in &references {
-        client.put_manifest(r, &media_type, &bytes)?;
-        report(&Event::Manifest {
-            reference: r.clone(),
-            digest: digest.clone(),
-        });
-    }
-
     let mut out = PushReport {
         blobs_present: 0,
         blobs_mounted: 0,
         blobs_uploaded: 0,
         bytes_uploaded: 0,
+        blobs_listed: listed_layers.iter().filter(|l| **l).count() + usize::from(config_listed),
+        previous_manifest: previous.into_iter().next().map(|p| p.digest),
         layers,
         config: config.clone(),
         manifest_media_type: media_type,
         manifest_digest: digest,
-        manifest_size: bytes.len() as u64,
+        manifest_size: size,
     };
     let all = out
         .layers
@@ -324,6 +367,192 @@ fn push_inner(
         }
     }
     Ok(out)
+}
+
+/// The first usable image manifest among the tags (in order); when there
+/// is none, every usable one of the `earlier` digests (at most
+/// [`MAX_EARLIER`]). Never an error: anything unusable means checking each
+/// blob instead.
+fn previous_manifests(
+    client: &Client,
+    tags: &[String],
+    earlier: &[String],
+    report: &(dyn Fn(&Event) + Sync),
+) -> Vec<super::manifest::Listed> {
+    let found = |reference: &String| {
+        let listed = client.listed_blobs(reference).ok().flatten()?;
+        report(&Event::Listed {
+            reference: reference.clone(),
+            digest: listed.digest.clone(),
+            blobs: listed.blobs.len(),
+        });
+        Some(listed)
+    };
+    if let Some(listed) = tags.iter().find_map(found) {
+        return vec![listed];
+    }
+    earlier
+        .iter()
+        .filter(|d| crate::digest::is_sha256_digest(d))
+        .take(MAX_EARLIER)
+        .filter_map(found)
+        .collect()
+}
+
+/// One pass of a push: the blobs, then the manifest under every reference.
+struct Pass {
+    layers: Vec<LayerResult>,
+    /// Per layer: counted present because the tag's manifest lists it.
+    listed_layers: Vec<bool>,
+    config: BlobDigest,
+    config_outcome: Outcome,
+    config_listed: bool,
+    media_type: String,
+    digest: String,
+    size: u64,
+}
+
+impl Pass {
+    /// Blobs counted present on the old manifest's word alone.
+    fn assumed(&self) -> usize {
+        self.listed_layers.iter().filter(|l| **l).count() + usize::from(self.config_listed)
+    }
+}
+
+/// Why a pass failed.
+enum Failed {
+    /// A manifest `PUT` named a blob the registry does not have; the pass
+    /// as far as it got.
+    BlobUnknown(String, Box<Pass>),
+    /// Anything else.
+    Other(anyhow::Error),
+}
+
+impl Failed {
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            Failed::BlobUnknown(line, _) => anyhow!(line),
+            Failed::Other(e) => e,
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failed {
+    fn from(e: anyhow::Error) -> Failed {
+        Failed::Other(e)
+    }
+}
+
+/// Pushes every blob (those in `listed` count as present without a
+/// request), then puts the manifest under every reference.
+#[allow(clippy::too_many_arguments)]
+fn push_once(
+    client: &Client,
+    plan: &PushPlan<'_>,
+    tags: &[String],
+    mount_from: &[String],
+    learned: Option<&[BlobDigest]>,
+    expected: &[String],
+    listed: &HashSet<BlobDigest>,
+    report: &(dyn Fn(&Event) + Sync),
+) -> Result<Pass, Failed> {
+    let (layers, listed_layers) = push_layers(client, plan, mount_from, learned, listed, report)?;
+
+    let config_bytes = match &plan.config {
+        ConfigSpec::Bytes(b) => b.clone(),
+        ConfigSpec::Build(f) => f(&layers).map_err(|e| {
+            client
+                .t
+                .fail("building the image configuration", format!("{e:#}"))
+        })?,
+    };
+    let config = BlobDigest {
+        digest: manifest::digest_of(&config_bytes),
+        size: config_bytes.len() as u64,
+    };
+    let config_listed = listed.contains(&config);
+    let config_outcome = if config_listed {
+        Outcome::Present
+    } else {
+        push_config(client, &config, &config_bytes, mount_from)?
+    };
+    report(&Event::Blob {
+        layer: None,
+        digest: config.clone(),
+        outcome: config_outcome,
+    });
+
+    let (media_type, bytes) = match &plan.manifest {
+        ManifestSpec::Bytes { media_type, bytes } => {
+            // Bytes made before the push can only be right if they name
+            // what was pushed.
+            let text = String::from_utf8_lossy(bytes);
+            let digests = layers
+                .iter()
+                .map(|l| &l.digest.digest)
+                .chain([&config.digest]);
+            if let Some(missing) = digests.into_iter().find(|d| !text.contains(d.as_str())) {
+                return Err(client
+                    .t
+                    .fail(
+                        "checking the manifest",
+                        format!("it does not name the pushed blob {missing}"),
+                    )
+                    .into());
+            }
+            (media_type.clone(), bytes.clone())
+        }
+        ManifestSpec::Standard(format) => {
+            let l: Vec<(&str, &BlobDigest)> = layers
+                .iter()
+                .map(|l| (l.media_type.as_str(), &l.digest))
+                .collect();
+            (
+                format.manifest_media_type().to_owned(),
+                manifest::build(*format, &config, &l),
+            )
+        }
+        ManifestSpec::Build(f) => f(&config, &layers)
+            .map_err(|e| client.t.fail("building the manifest", format!("{e:#}")))?,
+    };
+    let digest = manifest::digest_of(&bytes);
+    if let Some(d) = expected.iter().find(|d| **d != digest) {
+        return Err(client
+            .t
+            .fail(
+                "checking the manifest digest",
+                format!("the image's manifest is {digest}, not {d}"),
+            )
+            .into());
+    }
+    let references: Vec<String> = if tags.is_empty() {
+        vec![digest.clone()]
+    } else {
+        tags.to_vec()
+    };
+    let pass = Pass {
+        layers,
+        listed_layers,
+        config,
+        config_outcome,
+        config_listed,
+        media_type,
+        digest,
+        size: bytes.len() as u64,
+    };
+    for r in &references {
+        if let Err(e) = client.put_manifest(r, &pass.media_type, &bytes) {
+            return Err(match e.downcast::<manifest::BlobUnknown>() {
+                Ok(unknown) => Failed::BlobUnknown(unknown.0, Box::new(pass)),
+                Err(e) => Failed::Other(e),
+            });
+        }
+        report(&Event::Manifest {
+            reference: r.clone(),
+            digest: pass.digest.clone(),
+        });
+    }
+    Ok(pass)
 }
 
 /// The config blob: present, mounted, or uploaded from memory.
@@ -355,14 +584,17 @@ fn push_config(
 }
 
 /// Every layer into the registry, `client.jobs` at a time. The first
-/// failure stops the others from starting new layers.
+/// failure stops the others from starting new layers. A layer whose digest
+/// is known and in `listed` is present without a request. Returns the
+/// results and, per layer, whether `listed` made it present.
 fn push_layers(
     client: &Client,
     plan: &PushPlan<'_>,
     mount_from: &[String],
     learned: Option<&[BlobDigest]>,
+    listed: &HashSet<BlobDigest>,
     report: &(dyn Fn(&Event) + Sync),
-) -> Result<Vec<LayerResult>> {
+) -> Result<(Vec<LayerResult>, Vec<bool>)> {
     let n = plan.layers.len();
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -383,7 +615,15 @@ fn push_layers(
                     .and_then(|l| l.get(i))
                     .or(plan.layers[i].known.as_ref());
                 let layer = &plan.layers[i];
-                match push_layer(client, i, layer, known, mount_from, &failed, report) {
+                let result = match known.filter(|k| listed.contains(*k)) {
+                    Some(k) => Ok(LayerResult {
+                        digest: k.clone(),
+                        media_type: layer.media_type.clone(),
+                        outcome: Outcome::Present,
+                    }),
+                    None => push_layer(client, i, layer, known, mount_from, &failed, report),
+                };
+                match result {
                     Ok(r) => {
                         report(&Event::Blob {
                             layer: Some(i),
@@ -405,12 +645,21 @@ fn push_layers(
     if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
-    results
+    let results = results
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .into_iter()
         .map(|r| r.ok_or_else(|| anyhow!("a layer was not pushed")))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let by_listing = (0..n)
+        .map(|i| {
+            let known = learned
+                .and_then(|l| l.get(i))
+                .or(plan.layers[i].known.as_ref());
+            known.is_some_and(|k| listed.contains(k))
+        })
+        .collect();
+    Ok((results, by_listing))
 }
 
 fn push_layer(

@@ -15,6 +15,8 @@ pub enum Action {
     Forward,
     /// Answer with this status and extra header lines (`Retry-After: 1`).
     Respond(u16, Vec<String>),
+    /// The same, with this body.
+    RespondBody(u16, Vec<String>, Vec<u8>),
     /// Forward the head and this many body bytes, then cut both sides.
     CutAfter(usize),
 }
@@ -89,15 +91,23 @@ fn handle(
     let text = String::from_utf8_lossy(&head).into_owned();
     let line = text.lines().next().unwrap_or("").to_owned();
     seen.lock().unwrap().push(line.clone());
-    match rule(&line) {
-        Action::Respond(status, headers) => {
+    let action = match rule(&line) {
+        Action::Respond(status, headers) => Action::RespondBody(status, headers, Vec::new()),
+        other => other,
+    };
+    match action {
+        Action::RespondBody(status, headers, body) => {
             let mut resp = format!("HTTP/1.1 {status} Injected\r\n");
             for h in headers {
                 resp.push_str(&h);
                 resp.push_str("\r\n");
             }
-            resp.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+            resp.push_str(&format!(
+                "Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            ));
             client.write_all(resp.as_bytes())?;
+            client.write_all(&body)?;
             client.flush()?;
             // Drain what the client still sends (a body) so that closing
             // does not reset the connection before it reads the answer.

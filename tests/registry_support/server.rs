@@ -159,6 +159,37 @@ impl Registry {
             .count()
     }
 
+    /// The request lines (`GET /v2/ HTTP/1.1`) of the access log from the
+    /// `skip`th on: what a push did after [`Registry::mark`].
+    pub fn request_lines_from(&self, skip: usize) -> Vec<String> {
+        self.access_log()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
+            .skip(skip)
+            .collect()
+    }
+
+    /// How many requests the access log holds now.
+    pub fn mark(&self) -> usize {
+        self.request_lines_from(0).len()
+    }
+
+    /// `DELETE /v2/REPO/blobs/DIGEST` (the registry allows deletes): the
+    /// blob leaves the repository although manifests still name it.
+    pub fn delete_blob(&self, repo: &str, digest: &str) {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "DELETE /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.host()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 202"), "delete {digest}: {resp}");
+    }
+
     /// Requests whose request line contains `needle` (`"PATCH /v2/`).
     pub fn requests(&self, needle: &str) -> usize {
         self.access_log()
