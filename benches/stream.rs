@@ -47,6 +47,10 @@
 //! - `SLI_EXE=PATH`: stream with another executable (default: this crate's).
 //! - `SLI_BENCH_REFERENCE=PATH`: also time nixpkgs' `stream_layered_image.py`
 //!   at PATH (run with `python3`), for the speed-up over nixpkgs.
+//! - `SLI_BENCH_CONTENT=compressible`: file contents compress about 3:1
+//!   (binary-like) instead of not at all, so gzip/zstd do real work (on
+//!   incompressible data our gzip stores blocks rather than deflating).
+//! - `SLI_BENCH_STORES=a,b`: only these stores (default: all four).
 //! - `SLI_BENCH_DIR=DIR`: where stores are cached (default: cargo's
 //!   target tmp dir).
 
@@ -160,6 +164,14 @@ fn run() -> Result<(), String> {
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         if opts.quick { ", QUICK stores" } else { "" }
     );
+    println!(
+        "  file contents: {}",
+        if store::compressible() {
+            "compressible (about 3:1 at gzip -6; SLI_BENCH_CONTENT=compressible)"
+        } else {
+            "incompressible (pseudo-random)"
+        }
+    );
     println!("  floor:  find STORE -type f -print0 | xargs -0 cat | openssl dgst -sha256");
     println!(
         "  docker: {} conf.json --cache DIR | cat >/dev/null",
@@ -176,7 +188,14 @@ fn run() -> Result<(), String> {
     }
     let load_before = load_average();
     let mut rows = Vec::new();
+    let wanted = std::env::var("SLI_BENCH_STORES").ok();
     for kind in store::KINDS {
+        if wanted
+            .as_deref()
+            .is_some_and(|w| !w.split(',').any(|k| k == kind))
+        {
+            continue;
+        }
         let store = store::prepare(kind, opts.quick, &opts.cache)
             .map_err(|e| format!("preparing store {kind} in {}: {e}", opts.cache.display()))?;
         // nixpkgs' streamer only reads `store_layers`.

@@ -6,6 +6,12 @@
 //! nixpkgs' popularity layering leaves them for `maxLayers = 100` (98
 //! single-path layers, one layer holding the rest, the customisation layer).
 //! Each store comes with a conf.json in nixpkgs' `store_layers` form.
+//!
+//! File contents are incompressible pseudo-random bytes by default (the
+//! worst case for deflate, and what skopeo-like tools skip through);
+//! `SLI_BENCH_CONTENT=compressible` makes them compress about 3:1 at
+//! gzip -6, like binaries and libraries, so compressors really work. Each
+//! content kind is cached in its own directory.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -70,11 +76,13 @@ pub fn prepare(kind: &'static str, quick: bool, cache: &Path) -> io::Result<Stor
     let graph = kind == "graph-paths";
     // The graph case streams the many-paths store: share it on disk.
     let on_disk = if graph { "many-paths" } else { kind };
-    let root = cache.join(if quick {
-        format!("{on_disk}-quick")
-    } else {
-        on_disk.to_owned()
-    });
+    let suffix = match (quick, compressible()) {
+        (false, false) => "",
+        (true, false) => "-quick",
+        (false, true) => "-compressible",
+        (true, true) => "-quick-compressible",
+    };
+    let root = cache.join(format!("{on_disk}{suffix}"));
     let store_dir = root.join("store");
     let names: Vec<PathBuf> = spec
         .paths
@@ -269,7 +277,11 @@ fn totals(spec: &Spec) -> (u64, u64) {
 /// The fingerprint of what is on disk: regenerate whenever any name or size
 /// changes (layers only change the conf, which is rewritten every run).
 fn stamp_of(spec: &Spec) -> String {
-    let digest = Sha256::digest(format!("v{GENERATOR_VERSION} {:?}", spec.paths));
+    let digest = Sha256::digest(format!(
+        "v{GENERATOR_VERSION} compressible={} {:?}",
+        compressible(),
+        spec.paths
+    ));
     hex(&digest)
 }
 
@@ -300,7 +312,13 @@ fn make_parent(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Writes `size` pseudo-random (incompressible) bytes in 1 MiB chunks.
+/// Whether file contents are compressible (`SLI_BENCH_CONTENT=compressible`).
+pub fn compressible() -> bool {
+    std::env::var("SLI_BENCH_CONTENT").is_ok_and(|v| v == "compressible")
+}
+
+/// Writes `size` pseudo-random bytes (incompressible, or compressible with
+/// [`compressible`]) in 1 MiB chunks.
 fn write_file(
     path: &Path,
     size: u64,
@@ -313,7 +331,11 @@ fn write_file(
     let mut left = size;
     while left > 0 {
         let n = left.min(1 << 20) as usize;
-        rng.fill(buf, n);
+        if compressible() {
+            rng.fill_compressible(buf, n);
+        } else {
+            rng.fill(buf, n);
+        }
         out.write_all(buf)?;
         left -= n as u64;
     }
@@ -468,6 +490,34 @@ impl Rng {
         buf.clear();
         while buf.len() < n {
             buf.extend_from_slice(&self.next().to_le_bytes());
+        }
+        buf.truncate(n);
+    }
+
+    /// Like binaries: mostly tokens from a fixed vocabulary of 1024 (2 to
+    /// 12 bytes, so deflate finds matches within its window), with random
+    /// bytes between them; gzip -6 shrinks it to about a third.
+    fn fill_compressible(&mut self, buf: &mut Vec<u8>, n: usize) {
+        static VOCABULARY: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+        let vocabulary = VOCABULARY.get_or_init(|| {
+            let mut rng = Rng::new(0xc0de);
+            (0..1024)
+                .map(|_| {
+                    let len = 2 + rng.below(11) as usize;
+                    let mut t = Vec::new();
+                    rng.fill(&mut t, len);
+                    t
+                })
+                .collect()
+        });
+        buf.clear();
+        while buf.len() < n {
+            let r = self.next();
+            if r & 3 != 0 {
+                buf.extend_from_slice(&vocabulary[((r >> 2) % 1024) as usize]);
+            } else {
+                buf.extend_from_slice(&r.to_le_bytes()[4..7]);
+            }
         }
         buf.truncate(n);
     }
