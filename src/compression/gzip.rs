@@ -10,12 +10,15 @@
 //! byte-aligned, so the compressed blocks concatenate into one valid
 //! deflate stream. The last block ends the stream instead.
 //!
-//! A block whose byte frequencies are near-uniform (already compressed
-//! data: `.gz`, `.xz`, `.jar`, images, firmware; random test data) is
-//! stored instead of deflated, as klauspost/compress (skopeo, containerd)
-//! and zstd do: deflate cannot shrink it, and trying runs at a crawl.
-//! The test is exact integer arithmetic on the block's byte counts
-//! ([`incompressible`]), so it decides the same way on every machine.
+//! Within a block, runs of 4 KiB pieces whose byte frequencies are
+//! near-uniform (already compressed data: `.gz`, `.xz`, `.jar`, images,
+//! firmware; random test data) are written as stored blocks instead of
+//! deflated, as klauspost/compress (skopeo, containerd) and zstd skip
+//! such data: deflate cannot shrink it and crawls through it (about 40
+//! MB/s a core here). The test is exact integer arithmetic on each
+//! piece's byte counts ([`random_piece`]), so it decides the same way on
+//! every machine; the deflated runs between are primed with the 32 KiB
+//! before them like any block.
 //!
 //! What each block compresses to depends only on its bytes, the bytes
 //! before it and the level, never on which thread ran it or when, so the
@@ -175,89 +178,145 @@ impl<W: Write> Write for GzipEncoder<W> {
     }
 }
 
-/// Deflates one block primed with `dictionary`: raw deflate, ending with
-/// a sync flush, or with the final block when `last`.
+/// Compresses one block primed with `dictionary` (the input before it):
+/// its random-looking runs as stored blocks, the rest deflated; the
+/// output ends byte-aligned (a sync flush), or ends the stream when `last`.
 fn deflate_block(dictionary: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    if incompressible(data) {
-        return Ok(stored_blocks(data, last));
+    let segments = segments(data);
+    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+    if segments.is_empty() {
+        // An empty last block still ends the stream.
+        deflate_into(&mut out, dictionary, &[], last)?;
+        return Ok(out);
     }
-    // A fresh state per block: a reset one is not enough, since zlib-rs
+    let count = segments.len();
+    for (k, (range, stored)) in segments.into_iter().enumerate() {
+        let end_stream = last && k + 1 == count;
+        if stored {
+            stored_blocks_into(&mut out, &data[range], end_stream);
+        } else {
+            // The window before this segment: the end of the dictionary
+            // and of the block so far.
+            let before = range.start;
+            let window = if before >= DICTIONARY {
+                data[before - DICTIONARY..before].to_vec()
+            } else {
+                let from_dict = dictionary.len().min(DICTIONARY - before);
+                let mut w = dictionary[dictionary.len() - from_dict..].to_vec();
+                w.extend_from_slice(&data[..before]);
+                w
+            };
+            deflate_into(&mut out, &window, &data[range], end_stream)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes per piece the stored-or-deflated decision is made for.
+const PIECE: usize = 4096;
+
+/// `data` cut into runs of whole pieces that look random (stored: true)
+/// and runs of the rest (stored: false), in order. A random run must be
+/// at least two pieces long to be worth a switch; a trailing partial
+/// piece is always deflated.
+fn segments(data: &[u8]) -> Vec<(std::ops::Range<usize>, bool)> {
+    let pieces: Vec<bool> = data.chunks(PIECE).map(random_piece).collect();
+    let mut out: Vec<(std::ops::Range<usize>, bool)> = Vec::new();
+    let mut i = 0;
+    while i < pieces.len() {
+        let mut j = i;
+        while j < pieces.len() && pieces[j] == pieces[i] {
+            j += 1;
+        }
+        let stored = pieces[i] && j - i >= 2;
+        let range = i * PIECE..(j * PIECE).min(data.len());
+        match out.last_mut() {
+            Some((r, s)) if *s == stored => r.end = range.end,
+            _ => out.push((range, stored)),
+        }
+        i = j;
+    }
+    out
+}
+
+/// Whether a whole piece's byte frequencies are so close to uniform that
+/// deflate's Huffman coding could save almost nothing and only matches
+/// could help, which such data (compressed or encrypted files, random
+/// test data) lacks.
+///
+/// The measure is the χ² statistic of the byte counts against uniform,
+/// Σ (c − n/256)² / (n/256), in exact integers so every machine decides
+/// alike. Random data scores about 255 (standard deviation about 23);
+/// the threshold, 400, is six deviations above, while text, code and tar
+/// headers score thousands. A partial piece is never random.
+fn random_piece(piece: &[u8]) -> bool {
+    if piece.len() != PIECE {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    for &b in piece {
+        counts[b as usize] += 1;
+    }
+    let n = PIECE as u64;
+    // Scaled by 256 to stay in integers: Σ (256 c − n)² ≤ 400 · 256 · n.
+    let spread: u64 = counts
+        .iter()
+        .map(|&c| {
+            let d = (256 * u64::from(c)).abs_diff(n);
+            d * d
+        })
+        .sum();
+    spread <= 400 * 256 * n
+}
+
+/// Raw-deflates `data` primed with `window` onto `out` at level
+/// [`LEVEL`], ending with a sync flush, or with the final block when
+/// `end_stream`.
+fn deflate_into(out: &mut Vec<u8>, window: &[u8], data: &[u8], end_stream: bool) -> io::Result<()> {
+    // A fresh state each time: a reset one is not enough, since zlib-rs
     // keeps the previous stream's bytes in its window, and match finding
     // near the input's end can peek at them (the bytes would then depend
     // on which block a thread compressed before).
     let mut c = Compress::new(Compression::new(LEVEL), false);
-    {
-        if !dictionary.is_empty() {
-            c.set_dictionary(dictionary).map_err(io::Error::other)?;
-        }
-        let flush = if last {
-            FlushCompress::Finish
-        } else {
-            FlushCompress::Sync
-        };
-        let mut out = Vec::with_capacity(data.len() / 2 + 1024);
-        let start = c.total_in();
-        loop {
-            if out.capacity() - out.len() < 1024 {
-                out.reserve(out.capacity().max(64 * 1024));
-            }
-            let consumed = (c.total_in() - start) as usize;
-            let status = c
-                .compress_vec(&data[consumed..], &mut out, flush)
-                .map_err(io::Error::other)?;
-            let all_in = (c.total_in() - start) as usize == data.len();
-            // Done when the input is in and deflate left output room (it
-            // fills the buffer whenever it has more to give).
-            match status {
-                Status::StreamEnd => break,
-                _ if !last && all_in && out.len() < out.capacity() => break,
-                _ => {}
-            }
-        }
-        Ok(out)
+    if !window.is_empty() {
+        c.set_dictionary(window).map_err(io::Error::other)?;
     }
+    let flush = if end_stream {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    out.reserve(data.len() / 2 + 1024);
+    let start = c.total_in();
+    loop {
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(out.capacity().max(64 * 1024));
+        }
+        let consumed = (c.total_in() - start) as usize;
+        let status = c
+            .compress_vec(&data[consumed..], out, flush)
+            .map_err(io::Error::other)?;
+        let all_in = (c.total_in() - start) as usize == data.len();
+        // Done when the input is in and deflate left output room (it
+        // fills the buffer whenever it has more to give).
+        match status {
+            Status::StreamEnd => break,
+            _ if !end_stream && all_in && out.len() < out.capacity() => break,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
-/// Whether `data`'s byte frequencies are so close to uniform that
-/// deflate's Huffman coding could save under about 0.02 bits a byte
-/// (0.25 %) and only long matches could help, which such data lacks.
-///
-/// The measure is the χ² statistic of the byte counts against uniform,
-/// Σ (c − n/256)² / (n/256), which for near-uniform counts is
-/// 2 n ln 2 times the bits a byte an order-0 code saves; the threshold is
-/// χ² ≤ n / 36 (0.02 bits a byte). Random data scores about 255, text
-/// and binaries millions. Small blocks are always deflated (their χ² is
-/// noise, and they cost little).
-fn incompressible(data: &[u8]) -> bool {
-    const MIN: usize = 64 * 1024;
-    if data.len() < MIN {
-        return false;
-    }
-    let mut counts = [0u64; 256];
-    for &b in data {
-        counts[b as usize] += 1;
-    }
-    let n = data.len() as u128;
-    // Scaled by 256 to stay in integers: Σ (256 c − n)² ≤ 256 n² / 36.
-    let spread: u128 = counts
-        .iter()
-        .map(|&c| {
-            let d = (256 * c as i128 - n as i128).unsigned_abs();
-            d * d
-        })
-        .sum();
-    spread * 36 <= 256 * n * n
-}
-
-/// `data` as deflate stored blocks (at most 65,535 bytes each), starting
-/// on a byte boundary as every block here does; the last is final when
-/// `last`.
-fn stored_blocks(data: &[u8], last: bool) -> Vec<u8> {
+/// Appends `data` as deflate stored blocks (at most 65,535 bytes each),
+/// starting on a byte boundary as every segment here does; the last is
+/// final when `end_stream`.
+fn stored_blocks_into(out: &mut Vec<u8>, data: &[u8], end_stream: bool) {
     const MAX: usize = 65_535;
-    let mut out = Vec::with_capacity(data.len() + data.len() / MAX * 5 + 5);
+    out.reserve(data.len() + data.len() / MAX * 5 + 5);
     let mut chunks = data.chunks(MAX).peekable();
     while let Some(chunk) = chunks.next() {
-        let is_final = last && chunks.peek().is_none();
+        let is_final = end_stream && chunks.peek().is_none();
         // BFINAL in bit 0, BTYPE 00 (stored), then padding to the byte.
         out.push(u8::from(is_final));
         let len = chunk.len() as u16;
@@ -265,7 +324,6 @@ fn stored_blocks(data: &[u8], last: bool) -> Vec<u8> {
         out.extend_from_slice(&(!len).to_le_bytes());
         out.extend_from_slice(chunk);
     }
-    out
 }
 
 #[cfg(test)]
@@ -311,16 +369,46 @@ mod tests {
     }
 
     #[test]
-    fn incompressible_blocks_are_stored() {
-        assert!(incompressible(&random(BLOCK, 1)));
-        assert!(!incompressible(&sample(BLOCK)));
-        assert!(!incompressible(&random(1000, 1)), "small blocks deflate");
-        // Half random, half text is worth deflating.
-        let mut mixed = random(BLOCK / 2, 2);
-        mixed.extend_from_slice(&sample(BLOCK / 2));
-        assert!(!incompressible(&mixed));
-        // A layer of text, random bytes, then text again: stored blocks in
-        // the middle, and it all reads back as one member.
+    fn random_pieces_are_stored() {
+        let r = random(BLOCK, 1);
+        assert!(r.chunks(PIECE).all(random_piece), "random data");
+        assert!(
+            !sample(BLOCK).chunks(PIECE).any(random_piece),
+            "text-like data"
+        );
+        assert!(!random_piece(&r[..PIECE - 1]), "a partial piece deflates");
+        // A zero-heavy tar header inside random bytes makes its piece deflate.
+        let mut with_header = r[..PIECE].to_vec();
+        with_header[100..612].fill(0);
+        assert!(!random_piece(&with_header));
+        // Runs: text, random (stored), text; a lone random piece deflates.
+        let mut block = sample(PIECE + 100);
+        let random_start = block.len();
+        block.extend_from_slice(&random(3 * PIECE, 2));
+        block.extend_from_slice(&sample(2 * PIECE));
+        let segs = segments(&block);
+        assert_eq!(segs.iter().filter(|(_, s)| *s).count(), 1, "{segs:?}");
+        let (stored, _) = segs.iter().find(|(_, s)| *s).unwrap();
+        // (The piece holding the run's start is 97 % random and may go
+        // either way; whole text pieces never are stored.)
+        assert!(
+            stored.start >= PIECE && stored.end <= random_start + 3 * PIECE,
+            "{segs:?} {random_start}"
+        );
+        assert!(
+            stored.start <= 2 * PIECE && stored.end >= 4 * PIECE,
+            "{segs:?}"
+        );
+        assert_eq!(segs.first().unwrap().0.start, 0);
+        assert_eq!(segs.last().unwrap().0.end, block.len());
+        let mut lone = sample(PIECE);
+        lone.extend_from_slice(&random(PIECE, 3));
+        lone.extend_from_slice(&sample(PIECE));
+        assert!(segments(&lone).iter().all(|(_, s)| !s));
+
+        // A layer of text, random bytes, then text again, written in odd
+        // pieces: all of it reads back as one member, and the random part
+        // costs its size plus a few bytes per 64 KiB.
         let mut data = sample(BLOCK + 100);
         data.extend_from_slice(&random(2 * BLOCK + 5, 3));
         data.extend_from_slice(&sample(BLOCK));
@@ -331,17 +419,21 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, data);
-        // The random part costs its size plus 5 bytes per 64 KiB.
-        let text_only = encode(&pool, &sample(BLOCK + 100), 50_000).len();
-        assert!(gz.len() < text_only * 2 + 2 * BLOCK + 5 + 2 * BLOCK / 65535 * 5 + 4096);
-        // Ending on a stored block: the final flag is on its last piece.
-        let tail = random(BLOCK + 70_000, 4);
+        let text = encode(&pool, &sample(BLOCK + 100), 50_000).len();
+        assert!(
+            gz.len() < 2 * text + 2 * BLOCK + 5 + 4096,
+            "{} {text}",
+            gz.len()
+        );
+        // Ending on stored pieces: the final flag is on the last one.
+        let tail = random(BLOCK + 70_000 - 70_000 % PIECE, 4);
         let gz = encode(&pool, &tail, BLOCK);
         let mut back = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, tail);
+        assert!(gz.len() < tail.len() + 100, "stored, not deflated");
     }
 
     #[test]
