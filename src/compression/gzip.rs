@@ -47,28 +47,72 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 /// The threads that deflate blocks, shared by every encoder in the
 /// process: as many as rayon's (so `RAYON_NUM_THREADS` bounds both).
-/// They are not rayon's own workers because those may be busy producing
-/// the very layers whose blocks wait here.
-fn shared_pool() -> &'static Arc<rayon::ThreadPool> {
-    static POOL: OnceLock<Arc<rayon::ThreadPool>> = OnceLock::new();
+fn shared_pool() -> &'static Arc<Pool> {
+    static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
     POOL.get_or_init(|| Arc::new(pool(rayon::current_num_threads())))
 }
 
 /// A deflate pool of `threads` threads.
-fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .thread_name(|i| format!("gzip-{i}"))
-        .build()
-        // Building a pool fails only if threads cannot be spawned; then
-        // nothing else in the process could run either.
-        .expect("cannot start the gzip threads")
+fn pool(threads: usize) -> Pool {
+    Pool::new(threads.max(1))
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A plain pool of threads that sleep while there is no block. Not
+/// rayon's: its workers may be busy producing the very layers whose
+/// blocks wait here, and idle rayon workers spin (`sched_yield`), which
+/// costs the CPU a registry or daemon on the same machine needs.
+struct Pool {
+    jobs: std::sync::Mutex<mpsc::Sender<Job>>,
+    threads: usize,
+}
+
+impl Pool {
+    fn new(threads: usize) -> Pool {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads {
+            let rx = Arc::clone(&rx);
+            // A thread that cannot start leaves the others to do its share;
+            // with none at all, jobs run on the caller's thread (below).
+            let _ = std::thread::Builder::new()
+                .name(format!("gzip-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only while waiting for a job.
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        // The pool was dropped.
+                        Err(_) => return,
+                    }
+                });
+        }
+        Pool {
+            jobs: std::sync::Mutex::new(tx),
+            threads,
+        }
+    }
+
+    fn spawn(&self, job: Job) {
+        let failed = match self.jobs.lock() {
+            Ok(tx) => tx.send(job).err().map(|e| e.0),
+            Err(_) => Some(job),
+        };
+        // No thread to take it (none could start): run it here.
+        if let Some(job) = failed {
+            job();
+        }
+    }
 }
 
 /// Streams a gzip member into `W`, deflating blocks in parallel.
 pub struct GzipEncoder<W: Write> {
     out: W,
-    pool: Arc<rayon::ThreadPool>,
+    pool: Arc<Pool>,
     /// The block being filled.
     block: Vec<u8>,
     /// The last [`DICTIONARY`] bytes of the previous block.
@@ -87,10 +131,10 @@ impl<W: Write> GzipEncoder<W> {
         GzipEncoder::on(out, Arc::clone(shared_pool()))
     }
 
-    fn on(out: W, pool: Arc<rayon::ThreadPool>) -> GzipEncoder<W> {
+    fn on(out: W, pool: Arc<Pool>) -> GzipEncoder<W> {
         // One more block than threads keeps every thread busy while the
         // oldest block is written out.
-        let max_pending = pool.current_num_threads() + 1;
+        let max_pending = pool.threads + 1;
         GzipEncoder {
             out,
             pool,
@@ -111,10 +155,10 @@ impl<W: Write> GzipEncoder<W> {
             Arc::new(block[block.len().saturating_sub(DICTIONARY)..].to_vec()),
         );
         let (tx, rx) = mpsc::sync_channel(1);
-        self.pool.spawn(move || {
+        self.pool.spawn(Box::new(move || {
             // The receiver may be gone (the encoder was dropped mid-way).
             let _ = tx.send(deflate_block(&dictionary, &block, last));
-        });
+        }));
         self.pending.push_back(rx);
         while self.pending.len() >= self.max_pending {
             self.write_oldest()?;
@@ -331,7 +375,7 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    fn encode(pool: &Arc<rayon::ThreadPool>, data: &[u8], writes: usize) -> Vec<u8> {
+    fn encode(pool: &Arc<Pool>, data: &[u8], writes: usize) -> Vec<u8> {
         let mut e = GzipEncoder::on(Vec::new(), Arc::clone(pool));
         for part in data.chunks(writes.max(1)) {
             e.write_all(part).unwrap();
