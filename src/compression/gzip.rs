@@ -292,7 +292,11 @@ fn segments(data: &[u8]) -> Vec<(std::ops::Range<usize>, bool)> {
 /// Σ (c − n/256)² / (n/256), in exact integers so every machine decides
 /// alike. Random data scores about 255 (standard deviation about 23);
 /// the threshold, 400, is six deviations above, while text, code and tar
-/// headers score thousands. A partial piece is never random.
+/// headers score thousands. Uniform bytes can still repeat (a few hundred
+/// random tokens used over and over), which deflate's matches would
+/// shrink: so a piece is random only if, besides, almost none of its
+/// 4-byte sequences occurs twice in it (random data: about one in 500
+/// pieces has one). A partial piece is never random.
 fn random_piece(piece: &[u8]) -> bool {
     if piece.len() != PIECE {
         return false;
@@ -310,7 +314,26 @@ fn random_piece(piece: &[u8]) -> bool {
             d * d
         })
         .sum();
-    spread <= 400 * 256 * n
+    spread <= 400 * 256 * n && repeated_quads(piece) <= 16
+}
+
+/// How many 4-byte sequences of `piece` equal one seen earlier in it
+/// (counted through a 4096-slot table, so a few are missed; exact enough
+/// to tell repetitive data from random).
+fn repeated_quads(piece: &[u8]) -> usize {
+    let mut seen = [0u64; 4096];
+    let mut repeats = 0;
+    for w in piece.windows(4) {
+        let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        let slot = (v.wrapping_mul(0x9e37_79b1) >> 20) as usize;
+        let tagged = u64::from(v) + 1;
+        if seen[slot] == tagged {
+            repeats += 1;
+        } else {
+            seen[slot] = tagged;
+        }
+    }
+    repeats
 }
 
 /// Raw-deflates `data` primed with `window` onto `out` at level
@@ -425,6 +448,15 @@ mod tests {
         let mut with_header = r[..PIECE].to_vec();
         with_header[100..612].fill(0);
         assert!(!random_piece(&with_header));
+        // Uniform bytes that repeat (random tokens reused) deflate well:
+        // not random.
+        let tokens = random(600, 5);
+        let repetitive: Vec<u8> = (0..PIECE)
+            .map(|i| tokens[(i * 7 + (i / 37) * 13) % 600])
+            .collect();
+        assert!(repeated_quads(&repetitive) > 100);
+        assert!(!random_piece(&repetitive));
+        assert!(r.chunks(PIECE).all(|p| repeated_quads(p) <= 16));
         // Runs: text, random (stored), text; a lone random piece deflates.
         let mut block = sample(PIECE + 100);
         let random_start = block.len();
