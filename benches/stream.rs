@@ -529,7 +529,7 @@ fn gzip_gnu(archive: &Path) -> Result<Sample, String> {
     })
 }
 
-/// One core's gzip with our encoder: flate2 (miniz_oxide) level 6 on this
+/// One core's gzip with our deflate: flate2 (zlib-rs) level 6, one stream, on this
 /// thread. Its CPU time is taken as its wall time, and RSS is not ours to
 /// report (it is this process's).
 fn gzip_flate2(archive: &Path) -> Result<Sample, String> {

@@ -252,26 +252,44 @@ impl Client {
     /// if absent. Bytes fetched by digest are checked against it.
     pub fn get_manifest(&self, reference: &str) -> Result<Option<(String, Vec<u8>)>> {
         let what = format!("getting manifest {reference}");
+        Ok(self
+            .fetch_manifest(&what, reference, ACCEPT)?
+            .map(|(resp, _)| {
+                let media = resp.header("content-type").unwrap_or("").to_owned();
+                (media, resp.body)
+            }))
+    }
+
+    /// The one manifest `GET` behind [`Self::get_manifest`] and
+    /// [`Self::listed_blobs`]: `accept` as asked, the body capped at
+    /// [`MANIFEST_CAP`], and bytes fetched by digest checked against it.
+    /// Returns the response and the body's digest; `None` on a 404.
+    fn fetch_manifest(
+        &self,
+        what: &str,
+        reference: &str,
+        accept: &str,
+    ) -> Result<Option<(Resp, String)>> {
         let mut req = Req::new(
             "GET",
             format!("/v2/{}/manifests/{reference}", self.t.repository),
         );
-        req.headers.push(("accept", ACCEPT.into()));
+        req.headers.push(("accept", accept.into()));
         req.cap = MANIFEST_CAP + 1;
-        let resp = self.t.call(&what, &req)?;
+        let resp = self.t.call(what, &req)?;
         match resp.status {
             200 => {}
             404 => return Ok(None),
-            _ => return Err(self.t.unexpected(&what, &resp)),
+            _ => return Err(self.t.unexpected(what, &resp)),
         }
         if resp.body.len() as u64 > MANIFEST_CAP {
-            return Err(self.t.fail(&what, "the manifest is larger than 4 MiB"));
+            return Err(self.t.fail(what, "the manifest is larger than 4 MiB"));
         }
-        if reference.starts_with("sha256:") && digest_of(&resp.body) != reference {
-            return Err(self.t.fail(&what, "the bytes do not match the digest"));
+        let digest = digest_of(&resp.body);
+        if reference.starts_with("sha256:") && digest != reference {
+            return Err(self.t.fail(what, "the bytes do not match the digest"));
         }
-        let media = resp.header("content-type").unwrap_or("").to_owned();
-        Ok(Some((media, resp.body)))
+        Ok(Some((resp, digest)))
     }
 }
 
@@ -286,25 +304,9 @@ impl Client {
     /// registry's `Docker-Content-Digest` or the digest asked for.
     pub fn listed_blobs(&self, reference: &str) -> Result<Option<Listed>> {
         let what = format!("getting manifest {reference}");
-        let mut req = Req::new(
-            "GET",
-            format!("/v2/{}/manifests/{reference}", self.t.repository),
-        );
-        req.headers.push(("accept", IMAGE_ACCEPT.into()));
-        req.cap = MANIFEST_CAP + 1;
-        let resp = self.t.call(&what, &req)?;
-        match resp.status {
-            200 => {}
-            404 => return Ok(None),
-            _ => return Err(self.t.unexpected(&what, &resp)),
-        }
-        if resp.body.len() as u64 > MANIFEST_CAP {
-            return Err(self.t.fail(&what, "the manifest is larger than 4 MiB"));
-        }
-        let digest = digest_of(&resp.body);
-        if reference.starts_with("sha256:") && digest != reference {
-            return Err(self.t.fail(&what, "the bytes do not match the digest"));
-        }
+        let Some((resp, digest)) = self.fetch_manifest(&what, reference, IMAGE_ACCEPT)? else {
+            return Ok(None);
+        };
         if let Some(d) = resp.header("docker-content-digest") {
             if d != digest {
                 return Err(self.t.fail(
