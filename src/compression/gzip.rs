@@ -10,15 +10,18 @@
 //! byte-aligned, so the compressed blocks concatenate into one valid
 //! deflate stream. The last block ends the stream instead.
 //!
-//! Within a block, runs of 4 KiB pieces whose byte frequencies are
-//! near-uniform (already compressed data: `.gz`, `.xz`, `.jar`, images,
-//! firmware; random test data) are written as stored blocks instead of
-//! deflated, as klauspost/compress (skopeo, containerd) and zstd skip
-//! such data: deflate cannot shrink it and crawls through it (about 40
-//! MB/s a core here). The test is exact integer arithmetic on each
-//! piece's byte counts ([`random_piece`]), so it decides the same way on
-//! every machine; the deflated runs between are primed with the 32 KiB
-//! before them like any block.
+//! Within a block, runs of 512-byte units (tar records) whose byte
+//! frequencies are near-uniform and whose 4-byte words do not recur
+//! (already compressed data: `.gz`, `.xz`, `.jar`, images, firmware;
+//! random test data) are written as stored blocks instead of deflated, as
+//! klauspost/compress (skopeo, containerd) and zstd skip such data:
+//! deflate cannot shrink it and crawls through it (about 40 MB/s a core
+//! here). Units as small as a tar record let a header between two files'
+//! random contents be deflated alone. The tests are exact integer
+//! arithmetic on each unit's bytes ([`uniform`], [`repeats`]), so they
+//! decide the same way on every machine. A block's first deflated run is
+//! primed with the 32 KiB before the block; a deflated run after a stored
+//! one starts afresh.
 //!
 //! What each block compresses to depends only on its bytes, the bytes
 //! before it and the level, never on which thread ran it or when, so the
@@ -239,41 +242,49 @@ fn deflate_block(dictionary: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u
         if stored {
             stored_blocks_into(&mut out, &data[range], end_stream);
         } else {
-            // The window before this segment: the end of the dictionary
-            // and of the block so far.
-            let before = range.start;
-            let window = if before >= DICTIONARY {
-                data[before - DICTIONARY..before].to_vec()
-            } else {
-                let from_dict = dictionary.len().min(DICTIONARY - before);
-                let mut w = dictionary[dictionary.len() - from_dict..].to_vec();
-                w.extend_from_slice(&data[..before]);
-                w
-            };
-            deflate_into(&mut out, &window, &data[range], end_stream)?;
+            // Runs alternate, so a deflated run is either the block's first
+            // (primed with the input before the block) or follows a stored
+            // one: random bytes, nothing to match, so it starts afresh
+            // (priming costs as much as deflating 32 KiB).
+            let window = if k == 0 { dictionary } else { &[][..] };
+            deflate_into(&mut out, window, &data[range], end_stream)?;
         }
     }
     Ok(out)
 }
 
-/// Bytes per piece the stored-or-deflated decision is made for.
-const PIECE: usize = 4096;
+/// Bytes per unit the stored-or-deflated decision is made for: a tar
+/// record, so a header between two files' random contents is deflated
+/// alone while the contents around it are stored.
+const UNIT: usize = 512;
+/// The most pairs of equal bytes a random unit has: Σ c(c − 1)/2 over the
+/// byte counts c, which is χ² + 256 for 512 bytes (χ² against uniform:
+/// random data scores 255 on average, standard deviation 23; this allows
+/// χ² ≤ 400, six deviations above, while text, code and tar headers score
+/// thousands).
+const MAX_PAIRS: u32 = 656;
+/// Slots of the table of recently seen 4-byte words (see [`repeats`]).
+const SLOT_BITS: u32 = 12;
 
-/// `data` cut into runs of whole pieces that look random (stored: true)
+/// `data` cut into runs of whole units that look random (stored: true)
 /// and runs of the rest (stored: false), in order. A random run must be
-/// at least two pieces long to be worth a switch; a trailing partial
-/// piece is always deflated.
+/// at least two units long to be worth a switch; a trailing partial unit
+/// is always deflated.
 fn segments(data: &[u8]) -> Vec<(std::ops::Range<usize>, bool)> {
-    let pieces: Vec<bool> = data.chunks(PIECE).map(random_piece).collect();
+    let mut seen = vec![0u64; 1 << SLOT_BITS];
+    let units: Vec<bool> = data
+        .chunks(UNIT)
+        .map(|u| u.len() == UNIT && uniform(u) && !repeats(u, &mut seen))
+        .collect();
     let mut out: Vec<(std::ops::Range<usize>, bool)> = Vec::new();
     let mut i = 0;
-    while i < pieces.len() {
+    while i < units.len() {
         let mut j = i;
-        while j < pieces.len() && pieces[j] == pieces[i] {
+        while j < units.len() && units[j] == units[i] {
             j += 1;
         }
-        let stored = pieces[i] && j - i >= 2;
-        let range = i * PIECE..(j * PIECE).min(data.len());
+        let stored = units[i] && j - i >= 2;
+        let range = i * UNIT..(j * UNIT).min(data.len());
         match out.last_mut() {
             Some((r, s)) if *s == stored => r.end = range.end,
             _ => out.push((range, stored)),
@@ -283,57 +294,51 @@ fn segments(data: &[u8]) -> Vec<(std::ops::Range<usize>, bool)> {
     out
 }
 
-/// Whether a whole piece's byte frequencies are so close to uniform that
-/// deflate's Huffman coding could save almost nothing and only matches
-/// could help, which such data (compressed or encrypted files, random
-/// test data) lacks.
-///
-/// The measure is the χ² statistic of the byte counts against uniform,
-/// Σ (c − n/256)² / (n/256), in exact integers so every machine decides
-/// alike. Random data scores about 255 (standard deviation about 23);
-/// the threshold, 400, is six deviations above, while text, code and tar
-/// headers score thousands. Uniform bytes can still repeat (a few hundred
-/// random tokens used over and over), which deflate's matches would
-/// shrink: so a piece is random only if, besides, almost none of its
-/// 4-byte sequences occurs twice in it (random data: about one in 500
-/// pieces has one). A partial piece is never random.
-fn random_piece(piece: &[u8]) -> bool {
-    if piece.len() != PIECE {
-        return false;
+/// Whether a unit's byte frequencies are so close to uniform that
+/// deflate's Huffman coding could save almost nothing (compressed or
+/// encrypted files, random test data): at most [`MAX_PAIRS`] pairs of
+/// equal bytes. Exact integers, so every machine decides alike; counting
+/// stops as soon as the unit is over the limit, so skewed data (nearly
+/// all that deflate can shrink) costs a fraction of a pass.
+fn uniform(unit: &[u8]) -> bool {
+    let mut counts = [0u16; 256];
+    let mut pairs = 0u32;
+    for part in unit.chunks(64) {
+        for &b in part {
+            let c = &mut counts[usize::from(b)];
+            pairs += u32::from(*c);
+            *c += 1;
+        }
+        if pairs > MAX_PAIRS {
+            return false;
+        }
     }
-    let mut counts = [0u32; 256];
-    for &b in piece {
-        counts[b as usize] += 1;
-    }
-    let n = PIECE as u64;
-    // Scaled by 256 to stay in integers: Σ (256 c − n)² ≤ 400 · 256 · n.
-    let spread: u64 = counts
-        .iter()
-        .map(|&c| {
-            let d = (256 * u64::from(c)).abs_diff(n);
-            d * d
-        })
-        .sum();
-    spread <= 400 * 256 * n && repeated_quads(piece) <= 16
+    true
 }
 
-/// How many 4-byte sequences of `piece` equal one seen earlier in it
-/// (counted through a 4096-slot table, so a few are missed; exact enough
-/// to tell repetitive data from random).
-fn repeated_quads(piece: &[u8]) -> usize {
-    let mut seen = [0u64; 4096];
-    let mut repeats = 0;
-    for w in piece.windows(4) {
+/// Whether uniform bytes still repeat, which deflate's matches would
+/// shrink (a few hundred random tokens used over and over): more than one
+/// of the unit's 4-byte words at offsets divisible by 4 equals a word seen
+/// at an earlier uniform unit of the block or earlier in this one.
+/// `seen` keeps the latest word per hash slot, so some repeats are missed,
+/// but repeated tokens recur often enough to be caught, while random data
+/// repeats a word about once in 8,000 units. Words at every fourth offset
+/// only: a quarter of the work, and a recurring token lands on the same
+/// offset modulo 4 one time in four.
+fn repeats(unit: &[u8], seen: &mut [u64]) -> bool {
+    let mut n = 0;
+    for w in unit.chunks_exact(4) {
         let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-        let slot = (v.wrapping_mul(0x9e37_79b1) >> 20) as usize;
+        let slot = (v.wrapping_mul(0x9e37_79b1) >> (32 - SLOT_BITS)) as usize;
+        // Tagged so an empty slot (0) matches no word.
         let tagged = u64::from(v) + 1;
         if seen[slot] == tagged {
-            repeats += 1;
+            n += 1;
         } else {
             seen[slot] = tagged;
         }
     }
-    repeats
+    n > 1
 }
 
 /// Raw-deflates `data` primed with `window` onto `out` at level
@@ -435,52 +440,80 @@ mod tests {
             .collect()
     }
 
+    /// Which units of `data` a block would store, as a string of 's'
+    /// (stored) and 'd' (deflated), one letter per unit.
+    fn stored_units(data: &[u8]) -> String {
+        let mut s = vec![b'd'; data.len().div_ceil(UNIT)];
+        for (r, stored) in segments(data) {
+            if stored {
+                s[r.start / UNIT..r.end.div_ceil(UNIT)].fill(b's');
+            }
+        }
+        String::from_utf8(s).unwrap()
+    }
+
+    /// Like the bench's compressible store (and binaries): tokens of 2 to
+    /// 12 random bytes from a vocabulary of 1024, so the byte counts are
+    /// uniform but deflate finds matches.
+    fn tokens(n: usize, seed: u64) -> Vec<u8> {
+        let vocabulary: Vec<Vec<u8>> = (0..1024u64)
+            .map(|i| random(2 + (i % 11) as usize, 1000 + i))
+            .collect();
+        let picks = random(n, seed);
+        let mut out = Vec::with_capacity(n + 12);
+        for p in picks.chunks(2) {
+            let i = usize::from(p[0]) * 4 + usize::from(p[p.len() - 1] & 3);
+            out.extend_from_slice(&vocabulary[i]);
+            if out.len() >= n {
+                break;
+            }
+        }
+        out.truncate(n);
+        out
+    }
+
     #[test]
-    fn random_pieces_are_stored() {
+    fn random_units_are_stored() {
         let r = random(BLOCK, 1);
-        assert!(r.chunks(PIECE).all(random_piece), "random data");
+        assert!(stored_units(&r).bytes().all(|c| c == b's'), "random data");
         assert!(
-            !sample(BLOCK).chunks(PIECE).any(random_piece),
+            stored_units(&sample(BLOCK)).bytes().all(|c| c == b'd'),
             "text-like data"
         );
-        assert!(!random_piece(&r[..PIECE - 1]), "a partial piece deflates");
-        // A zero-heavy tar header inside random bytes makes its piece deflate.
-        let mut with_header = r[..PIECE].to_vec();
-        with_header[100..612].fill(0);
-        assert!(!random_piece(&with_header));
+        assert_eq!(
+            stored_units(&r[..3 * UNIT - 1]),
+            "ssd",
+            "a partial unit deflates"
+        );
+        // Tar headers (zero-heavy records) between random file contents
+        // are deflated alone; the contents around them are stored.
+        let mut files = random(10 * UNIT, 2);
+        files[3 * UNIT..3 * UNIT + 300].fill(0);
+        files[4 * UNIT + 100..4 * UNIT + 400].fill(0);
+        files[8 * UNIT..9 * UNIT].fill(0);
+        assert_eq!(
+            stored_units(&files),
+            "sssddsssdd",
+            "a lone random unit deflates"
+        );
+        // A lone random unit between text deflates.
+        let mut lone = sample(2 * UNIT);
+        lone.extend_from_slice(&random(UNIT, 3));
+        lone.extend_from_slice(&sample(2 * UNIT));
+        assert_eq!(stored_units(&lone), "ddddd");
         // Uniform bytes that repeat (random tokens reused) deflate well:
-        // not random.
-        let tokens = random(600, 5);
-        let repetitive: Vec<u8> = (0..PIECE)
-            .map(|i| tokens[(i * 7 + (i / 37) * 13) % 600])
-            .collect();
-        assert!(repeated_quads(&repetitive) > 100);
-        assert!(!random_piece(&repetitive));
-        assert!(r.chunks(PIECE).all(|p| repeated_quads(p) <= 16));
-        // Runs: text, random (stored), text; a lone random piece deflates.
-        let mut block = sample(PIECE + 100);
-        let random_start = block.len();
-        block.extend_from_slice(&random(3 * PIECE, 2));
-        block.extend_from_slice(&sample(2 * PIECE));
-        let segs = segments(&block);
-        assert_eq!(segs.iter().filter(|(_, s)| *s).count(), 1, "{segs:?}");
-        let (stored, _) = segs.iter().find(|(_, s)| *s).unwrap();
-        // (The piece holding the run's start is 97 % random and may go
-        // either way; whole text pieces never are stored.)
-        assert!(
-            stored.start >= PIECE && stored.end <= random_start + 3 * PIECE,
-            "{segs:?} {random_start}"
-        );
-        assert!(
-            stored.start <= 2 * PIECE && stored.end >= 4 * PIECE,
-            "{segs:?}"
-        );
-        assert_eq!(segs.first().unwrap().0.start, 0);
-        assert_eq!(segs.last().unwrap().0.end, block.len());
-        let mut lone = sample(PIECE);
-        lone.extend_from_slice(&random(PIECE, 3));
-        lone.extend_from_slice(&sample(PIECE));
-        assert!(segments(&lone).iter().all(|(_, s)| !s));
+        // after the block's first few units they are not taken for random,
+        // and the block compresses within 2 % of one deflate stream.
+        let t = tokens(BLOCK, 4);
+        let units = stored_units(&t);
+        assert!(units[8..].bytes().all(|c| c == b'd'), "{units}");
+        let pool = Arc::new(pool(2));
+        let ours = encode(&pool, &t, BLOCK).len();
+        let mut whole = flate2::write::GzEncoder::new(Vec::new(), Compression::new(LEVEL));
+        whole.write_all(&t).unwrap();
+        let whole = whole.finish().unwrap().len();
+        assert!(ours * 100 < whole * 102, "{ours} vs {whole}");
+        assert!(whole * 10 < t.len() * 8, "tokens compress: {whole}");
 
         // A layer of text, random bytes, then text again, written in odd
         // pieces: all of it reads back as one member, and the random part
@@ -488,7 +521,6 @@ mod tests {
         let mut data = sample(BLOCK + 100);
         data.extend_from_slice(&random(2 * BLOCK + 5, 3));
         data.extend_from_slice(&sample(BLOCK));
-        let pool = Arc::new(pool(2));
         let gz = encode(&pool, &data, 50_000);
         let mut back = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
@@ -501,8 +533,17 @@ mod tests {
             "{} {text}",
             gz.len()
         );
-        // Ending on stored pieces: the final flag is on the last one.
-        let tail = random(BLOCK + 70_000 - 70_000 % PIECE, 4);
+        // Random files with headers between them cost little more than
+        // their size, and read back.
+        let gz = encode(&pool, &files, 1000);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, files);
+        assert!(gz.len() < 8 * UNIT + 400, "{}", gz.len());
+        // Ending on stored units: the final flag is on the last one.
+        let tail = random(BLOCK + 70_000 - 70_000 % UNIT, 4);
         let gz = encode(&pool, &tail, BLOCK);
         let mut back = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])

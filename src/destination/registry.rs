@@ -93,6 +93,7 @@ impl Push {
             );
         }
         let layer_codec = |i: usize| base.get(i).map_or(codec, |(c, _)| *c);
+        let hints = size_hints(img, base.len(), codec);
         let mut sources = Vec::with_capacity(n);
         for i in 0..n {
             let source = match base.get(i) {
@@ -109,11 +110,13 @@ impl Push {
                         digest: blob.digest.clone(),
                         size: blob.size,
                     })
+                    .size_hint(blob.size)
                 }
                 None => {
                     let source = BlobSource::new(format.layer_media_type(codec.name()), move |w| {
                         blob::produce_into(img, i, codec, w).map(|_| ())
-                    });
+                    })
+                    .size_hint(hints[i]);
                     match img.known_blob(i, codec) {
                         Some((_, b)) => source.known(BlobDigest {
                             digest: b.digest,
@@ -402,4 +405,21 @@ fn attach_referrers(
         ));
     }
     Ok(())
+}
+
+/// The tar size of each store and customisation layer whose blob is not
+/// known yet (a walk of metadata, no contents read; in parallel), so the
+/// push uploads the largest first. 0 for the others, and for a layer that
+/// cannot be sized: producing it reports why.
+fn size_hints(img: &Image, base_count: usize, codec: Codec) -> Vec<u64> {
+    use rayon::prelude::*;
+    (0..img.layers.len())
+        .into_par_iter()
+        .map(|i| {
+            if i < base_count || img.known_blob(i, codec).is_some() {
+                return 0;
+            }
+            blob::prepare(img, i).map_or(0, |p| p.size())
+        })
+        .collect()
 }

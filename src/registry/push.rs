@@ -68,6 +68,9 @@ pub struct BlobSource<'a> {
     /// Writes the compressed layer. May be called more than once (a retried
     /// upload starts over), and must write the same bytes each time.
     pub produce: Box<Producer<'a>>,
+    /// About how many bytes the layer is (0: unknown). Only the order of
+    /// uploads depends on it: largest first.
+    pub size_hint: u64,
 }
 
 impl<'a> BlobSource<'a> {
@@ -80,7 +83,17 @@ impl<'a> BlobSource<'a> {
             known: None,
             media_type: media_type.to_owned(),
             produce: Box::new(produce),
+            size_hint: 0,
         }
+    }
+
+    /// The same, with an estimate of its size for scheduling: the largest
+    /// layers start first, so the one that takes longest to compress and
+    /// send overlaps with the many small ones (whose uploads mostly wait on
+    /// the registry) instead of running alone at the end.
+    pub fn size_hint(mut self, bytes: u64) -> BlobSource<'a> {
+        self.size_hint = bytes;
+        self
     }
 
     /// The same, with its digest and size known in advance.
@@ -601,16 +614,18 @@ fn push_layers(
     let results: Mutex<Vec<Option<LayerResult>>> = Mutex::new(vec![None; n]);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let workers = client.jobs.min(n).max(1);
+    // Largest first (see `BlobSource::size_hint`); ties in image order.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(plan.layers[i].size_hint));
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
                 if failed.load(Ordering::SeqCst) {
                     return;
                 }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= n {
+                let Some(&i) = order.get(next.fetch_add(1, Ordering::SeqCst)) else {
                     return;
-                }
+                };
                 let known = learned
                     .and_then(|l| l.get(i))
                     .or(plan.layers[i].known.as_ref());
