@@ -95,7 +95,7 @@ impl Push {
         let layer_codec = |i: usize| base.get(i).map_or(codec, |(c, _)| *c);
         let hints = size_hints(img, base.len(), codec);
         let mut sources = Vec::with_capacity(n);
-        for i in 0..n {
+        for (i, &hint) in hints.iter().enumerate() {
             let source = match base.get(i) {
                 Some((used, blob)) => {
                     let spool = &spool;
@@ -116,7 +116,7 @@ impl Push {
                     let source = BlobSource::new(format.layer_media_type(codec.name()), move |w| {
                         blob::produce_into(img, i, codec, w).map(|_| ())
                     })
-                    .size_hint(hints[i]);
+                    .size_hint(hint);
                     match img.known_blob(i, codec) {
                         Some((_, b)) => source.known(BlobDigest {
                             digest: b.digest,
