@@ -162,9 +162,21 @@ pub fn settle(img: &Image, i: usize, learnt: &Facts) -> Result<()> {
             } else {
                 format!("{} of {} bytes", learnt.diff_id, learnt.size)
             };
+            // Same tar, other compressed bytes: name the blob that differs.
+            let blob = learnt
+                .blobs
+                .iter()
+                .find_map(|(k, b)| {
+                    let kb = known.blobs.get(k).filter(|kb| *kb != b)?;
+                    Some(format!(
+                        "; its {k} blob: recorded {} of {} bytes, streamed {} of {} bytes",
+                        kb.digest, kb.size, b.digest, b.size
+                    ))
+                })
+                .unwrap_or_default();
             bail!(
                 "{}: the digests recorded for it (cache or --digests file) do not match its bytes \
-                 (recorded {} of {} bytes, streamed {streamed}); the entry was dropped, run again",
+                 (recorded {} of {} bytes, streamed {streamed}{blob}); the entry was dropped, run again",
                 img.describe(i),
                 known.diff_id,
                 known.size,

@@ -239,6 +239,10 @@ pub struct Known {
     /// Where the manifests last pushed to each repository are remembered.
     pushed_dir: Option<PathBuf>,
     memory: Mutex<HashMap<LayerKey, Facts>>,
+    /// Entries as the cache directory holds them (read or written by this
+    /// run), so recording the same facts again writes nothing: a warm run
+    /// would otherwise rewrite and fsync every entry.
+    on_disk: Mutex<HashMap<LayerKey, Facts>>,
     warnings: Mutex<Vec<String>>,
 }
 
@@ -249,6 +253,7 @@ impl Known {
             dir: None,
             pushed_dir: None,
             memory: Mutex::new(HashMap::new()),
+            on_disk: Mutex::new(HashMap::new()),
             warnings: Mutex::new(Vec::new()),
         }
     }
@@ -290,9 +295,13 @@ impl Known {
         let facts = serde_json::from_slice::<Entry>(&bytes)
             .ok()
             .filter(|e| e.key == *key && e.facts.is_valid())
-            .map(|e| e.facts.current());
+            .map(|e| (e.facts.clone().current(), e.facts));
         match facts {
-            Some(f) => {
+            Some((f, as_read)) => {
+                // An entry holding stale codecs is rewritten without them.
+                if f == as_read {
+                    self.saved().insert(key.clone(), as_read);
+                }
                 self.lock().insert(key.clone(), f.clone());
                 Some(f)
             }
@@ -316,13 +325,19 @@ impl Known {
         };
         self.lock().insert(key.clone(), merged.clone());
         if let Some(dir) = &self.dir {
+            if self.saved().get(key) == Some(&merged) {
+                return;
+            }
             let entry = Entry {
                 key: key.clone(),
                 facts: merged,
             };
             let bytes = serde_json::to_vec(&entry).unwrap_or_default();
-            if let Err(e) = write_atomically(dir, &key.0, &bytes) {
-                self.warn(format!("cannot write the cache {}: {e:#}", dir.display()));
+            match write_atomically(dir, &key.0, &bytes) {
+                Ok(()) => {
+                    self.saved().insert(entry.key, entry.facts);
+                }
+                Err(e) => self.warn(format!("cannot write the cache {}: {e:#}", dir.display())),
             }
         }
     }
@@ -330,6 +345,7 @@ impl Known {
     /// Drops `key` everywhere: its facts proved wrong.
     pub fn forget(&self, key: &LayerKey) {
         self.lock().remove(key);
+        self.saved().remove(key);
         if let Some(dir) = &self.dir {
             let _ = fs::remove_file(dir.join(&key.0));
         }
@@ -430,6 +446,10 @@ impl Known {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LayerKey, Facts>> {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn saved(&self) -> std::sync::MutexGuard<'_, HashMap<LayerKey, Facts>> {
+        self.on_disk.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -740,6 +760,37 @@ mod tests {
         };
         fs::write(&file, serde_json::to_vec(&good).unwrap()).unwrap();
         assert_eq!(Known::with_cache(dir.path().to_owned()).get(&k), None);
+    }
+
+    /// A warm run records what it already read: nothing is rewritten
+    /// (each write is an fsync), while new facts still are.
+    #[test]
+    fn unchanged_facts_are_not_rewritten() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let k = LayerKey::diff_id("x");
+        let file = dir.path().join("layers-v1").join(&k.0);
+        Known::with_cache(dir.path().to_owned()).record(&k, &facts(1));
+        let ino = || fs::metadata(&file).unwrap().ino();
+        let first = ino();
+        let warm = Known::with_cache(dir.path().to_owned());
+        assert_eq!(warm.get(&k), Some(facts(1)));
+        warm.record(&k, &facts(1));
+        assert_eq!(ino(), first, "same facts: the entry stays as it is");
+        let mut more = facts(1);
+        more.blobs.insert(
+            Codec::Zstd.fact_key().into(),
+            Blob {
+                digest: format!("sha256:{}", hex(&[5; 32])),
+                size: 7,
+            },
+        );
+        warm.record(&k, &more);
+        let second = ino();
+        assert_ne!(second, first, "a new codec's blob is written");
+        warm.record(&k, &more);
+        assert_eq!(ino(), second, "and only once");
+        assert_eq!(Known::with_cache(dir.path().to_owned()).get(&k), Some(more));
     }
 
     #[test]

@@ -632,7 +632,7 @@ fn digests_file_round_trip_and_misuse() {
     let digests = value(&fs::read(&file).unwrap());
     assert_eq!(digests["version"], 1);
     assert_eq!(digests["layers"].as_array().unwrap().len(), 3);
-    assert!(digests["layers"][0]["blobs"]["gzip-blocks-2"]["digest"].is_string());
+    assert!(digests["layers"][0]["blobs"]["gzip-blocks-3"]["digest"].is_string());
 
     let dir = fx.root.join("layout");
     let d = dir.display().to_string();

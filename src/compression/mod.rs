@@ -52,13 +52,13 @@ impl Codec {
     /// The key of this codec's blobs in the cache and digests files. It
     /// names the pinned encoder, not just the format: when an encoder's
     /// bytes change (gzip became block-parallel, then stored random runs
-    /// by tar record), the key changes, so
+    /// by tar record, then checked repeats first), the key changes, so
     /// blob digests recorded by an older version are ignored instead of
     /// being taken for names of blobs this version no longer writes.
     pub fn fact_key(self) -> &'static str {
         match self {
             Codec::None => "none",
-            Codec::Gzip => "gzip-blocks-2",
+            Codec::Gzip => "gzip-blocks-3",
             Codec::Zstd => "zstd",
         }
     }
