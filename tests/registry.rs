@@ -19,6 +19,7 @@
 //! - `faults_reset_500_429_still_push`, `always_failing_registry_leaves_no_manifest`
 //! - `error_lines`, `upload_checks_known_digest`, `hostile_server_is_bounded`,
 //!   `lying_registry_is_an_error`, `monolithic_fallback`
+//! - `small_blobs_put_whole_long_ones_patch`, `reset_mid_whole_put_is_retried`
 //! - `credential_files_and_helpers` (child processes), `bearer_identity_token`
 //! - `push_all_reads_the_store_once`, `config_and_manifest_built_from_upload_results`,
 //!   `big_blob_streams_in_bounded_memory`
@@ -64,6 +65,15 @@ fn opts() -> Options {
         },
         no_credential_files: true,
         ..Options::default()
+    }
+}
+
+/// [`opts`], every blob streamed in a `PATCH` (none held and sent whole):
+/// for the tests that count or cut `PATCH`es.
+fn streaming() -> Options {
+    Options {
+        whole_upload_max: 0,
+        ..opts()
     }
 }
 
@@ -196,7 +206,7 @@ fn plain_push_skopeo_and_second_push_uploads_nothing() {
     let reg = Registry::start(Setup::default());
     let host = reg.host();
     let (a, b, _) = layers();
-    let c = client(&host, "sli/app", &opts());
+    let c = client(&host, "sli/app", &streaming());
     let events = AtomicUsize::new(0);
     let report = push(
         &c,
@@ -247,7 +257,7 @@ fn plain_push_skopeo_and_second_push_uploads_nothing() {
             anyhow::bail!("the store must not be read")
         });
     }
-    let c2 = client(&host, "sli/app", &opts());
+    let c2 = client(&host, "sli/app", &streaming());
     let second = push(&c2, &again, &tags(&["v1"]), &quiet).unwrap();
     assert_eq!((second.blobs_uploaded, second.blobs_present), (0, 3));
     assert_eq!(second.manifest_digest, report.manifest_digest);
@@ -907,7 +917,14 @@ fn faults_reset_500_429_still_push() {
         }
     });
     let via = format!("127.0.0.1:{}", proxy.port);
-    let c = client(&via, "faults/app", &Options { jobs: 1, ..opts() });
+    let c = client(
+        &via,
+        "faults/app",
+        &Options {
+            jobs: 1,
+            ..streaming()
+        },
+    );
     let start = Instant::now();
     let r = push(
         &c,
@@ -947,7 +964,7 @@ fn always_failing_registry_leaves_no_manifest() {
         }
     });
     let via = format!("127.0.0.1:{}", proxy.port);
-    let c = client(&via, "fail/app", &opts());
+    let c = client(&via, "fail/app", &streaming());
     let start = Instant::now();
     let e = push(
         &c,
@@ -1024,32 +1041,52 @@ fn error_lines() {
     assert!(!d.contains(PASS), "{d}");
 }
 
+/// Held whole (under the limit) and streamed: the digest is computed, a
+/// known digest the bytes do not hash to is an error before anything is
+/// committed (no closing `PUT` at all), a failing producer is not retried.
 #[test]
 fn upload_checks_known_digest() {
     let reg = Registry::start(Setup::default());
-    let c = client(&reg.host(), "up/load", &opts());
-    let data = blobs::noise(7, 1_000_000);
-    let d = c.upload(None, &|w| Ok(w.write_all(&data)?)).unwrap();
-    assert_eq!(d.digest, blobs::sha256(&data));
-    assert_eq!(d.size, 1_000_000);
-    assert!(c.blob_exists(&d.digest).unwrap());
-    let wrong = format!("sha256:{}", "0".repeat(64));
-    let e = c
-        .upload(Some(&wrong), &|w| Ok(w.write_all(b"other bytes")?))
-        .unwrap_err();
-    assert_one_line(&e, &["hash to", "not to the expected"]);
-    assert!(!c.blob_exists(&blobs::sha256(b"other bytes")).unwrap());
-    // A producer that fails: no retry, its error in the line.
-    let calls = AtomicUsize::new(0);
-    let e = c
-        .upload(None, &|w| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            w.write_all(&[0; 100_000])?;
-            anyhow::bail!("reading /nix/store/x: gone")
-        })
-        .unwrap_err();
-    assert_one_line(&e, &["producing the blob: reading /nix/store/x: gone"]);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    for (repo, o, patches) in [("up/whole", opts(), 0), ("up/stream", streaming(), 1)] {
+        let c = client(&reg.host(), repo, &o);
+        let mark = reg.mark();
+        let data = blobs::noise(7, 1_000_000);
+        let d = c.upload(None, &|w| Ok(w.write_all(&data)?)).unwrap();
+        assert_eq!(d.digest, blobs::sha256(&data));
+        assert_eq!(d.size, 1_000_000);
+        assert!(c.blob_exists(&d.digest).unwrap());
+        let lines = reg.request_lines_from(mark);
+        let patch = lines.iter().filter(|l| l.starts_with("PATCH ")).count();
+        assert_eq!(patch, patches, "{repo}: {lines:?}");
+
+        let uploads = reg.uploads();
+        let mark = reg.mark();
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        let other = blobs::noise(8, 100_000);
+        let e = c
+            .upload(Some(&wrong), &|w| Ok(w.write_all(&other)?))
+            .unwrap_err();
+        assert_one_line(&e, &["hash to", "not to the expected", &wrong]);
+        let lines = reg.request_lines_from(mark);
+        assert!(!lines.iter().any(|l| l.starts_with("PUT ")), "{lines:?}");
+        assert_eq!(reg.uploads(), uploads, "{repo}: nothing committed");
+        assert!(!c.blob_exists(&blobs::sha256(&other)).unwrap());
+        assert!(!c.blob_exists(&wrong).unwrap());
+
+        // A producer that fails (before anything is sent when held, in the
+        // middle of the PATCH when streamed): no retry, its error in the line.
+        let calls = AtomicUsize::new(0);
+        let e = c
+            .upload(None, &|w| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                w.write_all(&[0; 100_000])?;
+                anyhow::bail!("reading /nix/store/x: gone")
+            })
+            .unwrap_err();
+        assert_one_line(&e, &["producing the blob: reading /nix/store/x: gone"]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(reg.uploads(), uploads);
+    }
 }
 
 #[test]
@@ -1091,7 +1128,10 @@ fn docker_pull_and_run() {
     );
 }
 
-/// A registry that refuses a streamed PATCH gets one PUT per blob.
+/// A registry that refuses a streamed PATCH gets one PUT per blob: the
+/// small ones are held whole anyway, the long one (over the 1 KiB limit
+/// here) is read once for its digest and length after the refusal, then
+/// again into its PUT.
 #[test]
 fn monolithic_fallback() {
     let reg = Registry::start(Setup::default());
@@ -1104,7 +1144,12 @@ fn monolithic_fallback() {
         }
     });
     let via = format!("127.0.0.1:{}", proxy.port);
-    let c = client(&via, "mono/app", &Options { jobs: 1, ..opts() });
+    let o = Options {
+        jobs: 1,
+        whole_upload_max: 1024,
+        ..opts()
+    };
+    let c = client(&via, "mono/app", &o);
     let r = push(
         &c,
         &plan(&[&a, &b], false, ManifestFormat::Oci),
@@ -1119,6 +1164,92 @@ fn monolithic_fallback() {
         &format!("{}/mono/app:t", reg.host()),
         &r,
         &[&a, &b],
+        ManifestFormat::Oci,
+        None,
+    );
+}
+
+/// Blobs of at most `whole_upload_max` bytes go as `POST` + one `PUT`
+/// carrying them, no `PATCH`; longer ones stream in a `PATCH`. Both kinds
+/// read back by skopeo.
+#[test]
+fn small_blobs_put_whole_long_ones_patch() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, c) = layers();
+    assert!(a.gz.len() <= 1024 && b.gz.len() > 1024 && c.gz.len() > 1024);
+    // (POST, PATCH, PUT) of blob uploads since `mark`.
+    let uploads = |mark: usize, repo: &str| {
+        let lines = reg.request_lines_from(mark);
+        let n = |m: &str| {
+            let start = format!("{m} /v2/{repo}/blobs/uploads/");
+            lines.iter().filter(|l| l.starts_with(&start)).count()
+        };
+        (n("POST"), n("PATCH"), n("PUT"))
+    };
+
+    // The default limit (4 MiB): every blob whole. A 1 KiB limit: the
+    // small layer and the config whole, the two long layers streamed.
+    let some = Options {
+        whole_upload_max: 1024,
+        ..opts()
+    };
+    for (repo, o, layers, want) in [
+        ("whole/all", opts(), vec![&a, &b], (3, 0, 3)),
+        ("whole/some", some, vec![&a, &b, &c], (4, 2, 4)),
+    ] {
+        let mark = reg.mark();
+        let cl = client(&reg.host(), repo, &o);
+        let p = plan(&layers, false, ManifestFormat::Oci);
+        let r = push(&cl, &p, &tags(&["t"]), &quiet).unwrap();
+        assert!(r.config.size <= 1024);
+        assert_eq!(r.blobs_uploaded, layers.len() + 1);
+        assert_eq!(uploads(mark, repo), want, "{repo}");
+        let at = format!("{}/{repo}:t", reg.host());
+        check_with_skopeo(&at, &r, &layers, ManifestFormat::Oci, None);
+    }
+}
+
+/// The connection cut in the middle of a whole blob's `PUT`: that upload
+/// starts again from its `POST`, and the push succeeds.
+#[test]
+fn reset_mid_whole_put_is_retried() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, _) = layers();
+    let first_put = AtomicUsize::new(0);
+    let proxy = Proxy::start(reg.port, move |line| {
+        if line.starts_with("PUT ")
+            && line.contains("/blobs/uploads/")
+            && first_put.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            Action::CutAfter(64 * 1024)
+        } else {
+            Action::Forward
+        }
+    });
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let c = client(&via, "cut/whole", &Options { jobs: 1, ..opts() });
+    let r = push(
+        &c,
+        &plan(&[&b, &a], true, ManifestFormat::Oci),
+        &tags(&["t"]),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(r.blobs_uploaded, 3);
+    // No PATCH; the cut upload's POST and PUT once more.
+    let seen = proxy.seen.lock().unwrap().clone();
+    for (request, n) in [
+        ("PATCH ", 0),
+        ("POST /v2/cut/whole/blobs/uploads/", 4),
+        ("PUT /v2/cut/whole/blobs/uploads/", 4),
+    ] {
+        assert_eq!(proxy.count(request), n, "{request}: {seen:?}");
+    }
+    assert_eq!(reg.uploads(), 3);
+    check_with_skopeo(
+        &format!("{}/cut/whole:t", reg.host()),
+        &r,
+        &[&b, &a],
         ManifestFormat::Oci,
         None,
     );

@@ -1,22 +1,34 @@
 //! Blobs (distribution spec, "Pushing blobs"): `HEAD` to learn whether the
 //! registry has one, a cross-repository mount, and uploads.
 //!
-//! An upload is `POST /v2/NAME/blobs/uploads/`, one streamed `PATCH` of
-//! the whole blob (chunked transfer encoding; the bytes hashed on the way),
-//! then `PUT LOCATION?digest=…`. A registry that refuses the streamed
-//! `PATCH` (400, 405, 411, 413, 415, 501) gets the monolithic form from
-//! then on: the blob hashed first when its digest is unknown, then one
+//! An upload is `POST /v2/NAME/blobs/uploads/`, then one of two forms,
+//! decided while the blob is produced (its digest is not known before;
+//! the bytes are hashed on the way, and produced once either way):
+//!
+//! - a blob of at most [`Options::whole_upload_max`] bytes is held in
+//!   memory and sent whole: one `PUT LOCATION?digest=…` carrying it, with
+//!   its `Content-Length`. The cheapest form for the registry (no upload
+//!   session state to store and resume), as containerd pushes.
+//! - a longer blob streams in one `PATCH` (chunked transfer encoding, the
+//!   bytes held so far first), then `PUT LOCATION?digest=…` with no body.
+//!   Memory stays bounded: no such blob is held whole.
+//!
+//! A registry that refuses the streamed `PATCH` (400, 405, 411, 413, 415,
+//! 501) gets the monolithic form for long blobs from then on: the blob
+//! produced once to learn its digest and length, then again into one
 //! `PUT LOCATION?digest=…` with its `Content-Length`. A failed attempt
 //! starts again from the `POST` (that is why the producer is `Fn`), a
 //! bounded number of times.
+//!
+//! [`Options::whole_upload_max`]: super::Options::whole_upload_max
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::pipe::{self, Produced};
+use super::pipe::{self, Produced, Start};
 use super::transport::retry::{retry_after, transient_error, transient_status};
 use super::transport::{is_auth_failure, Req, Resp};
 use super::Client;
@@ -40,6 +52,17 @@ pub(crate) enum Mount {
     Mounted,
     /// 202: the registry opened an upload instead, at this location.
     Opened(String),
+}
+
+/// How an attempt's body went.
+enum Sent {
+    /// The blob was held whole: the outcome of its `PUT`.
+    Whole(Result<BlobDigest, Attempt>),
+    /// The blob streamed: the `PATCH`'s answer.
+    Patch(Result<(Resp, u64), ureq::Error>),
+    /// Monolithic form, a blob over the limit: read to its end only to
+    /// learn its digest and length.
+    Hashed,
 }
 
 /// Why one upload attempt failed.
@@ -101,8 +124,11 @@ impl Client {
     /// and size. `known_digest`, when given, is what the bytes must hash
     /// to (a mismatch is an error, and nothing is committed); when `None`,
     /// the digest is computed while the bytes stream. Memory stays bounded
-    /// whatever the blob's size. Does not check whether the registry
+    /// whatever the blob's size: at most [`Options::whole_upload_max`]
+    /// bytes of it are held. Does not check whether the registry
     /// already has it ([`Client::blob_exists`]).
+    ///
+    /// [`Options::whole_upload_max`]: super::Options::whole_upload_max
     pub fn upload(&self, known_digest: Option<&str>, produce: &Producer<'_>) -> Result<BlobDigest> {
         self.upload_at(known_digest, produce, None, None)
     }
@@ -150,31 +176,79 @@ impl Client {
             Some(l) => l,
             None => self.start_upload(&what).map_err(Attempt::Fatal)?,
         };
-        if self.t.monolithic.load(Ordering::Relaxed) {
-            return self.put_whole(&what, known, produce, location);
-        }
-        let mut req = Req::new("PATCH", location.clone());
-        req.headers
+        let monolithic = self.t.monolithic.load(Ordering::Relaxed);
+        let mut patch = Req::new("PATCH", location.clone());
+        patch
+            .headers
             .push(("content-type", "application/octet-stream".into()));
-        let (sent, produced) = pipe::stream(produce, |body| self.t.send_once(&req, Some(body)));
+        let run = pipe::stream_or_whole(produce, self.whole_upload_max, |start| match start {
+            Start::Whole(body, blob) => {
+                Sent::Whole(self.put_held(&what, known, &location, body, blob))
+            }
+            Start::Stream(body) if monolithic => {
+                // An error here is the producer's, reported below.
+                let _ = std::io::copy(body, &mut std::io::sink());
+                Sent::Hashed
+            }
+            Start::Stream(body) => Sent::Patch(self.t.send_once(&patch, Some(body))),
+        });
+        let (sent, produced) = run.map_err(|e| self.producing(&what, e))?;
         let blob = match produced {
             Produced::Done(d) => Some(d),
-            Produced::Failed(e) => {
-                return Err(Attempt::Fatal(
-                    self.t.fail(&what, format!("producing the blob: {e:#}")),
-                ))
-            }
+            Produced::Failed(e) => return Err(self.producing(&what, e)),
             Produced::Abandoned => None,
         };
+        match sent {
+            Sent::Whole(r) => r,
+            Sent::Patch(sent) => self.patched(&what, known, location, sent, blob),
+            Sent::Hashed => match blob {
+                Some(blob) => self.put_whole(&what, known, produce, location, blob),
+                // Not reached: the body was read to its end.
+                None => Err(self.producing(&what, anyhow::anyhow!("it ended early"))),
+            },
+        }
+    }
+
+    /// The whole form: one `PUT` carrying the held bytes, after checking
+    /// their digest (nothing is sent when it is not the expected one).
+    fn put_held(
+        &self,
+        what: &str,
+        known: Option<&str>,
+        location: &str,
+        body: &mut dyn Read,
+        blob: BlobDigest,
+    ) -> Result<BlobDigest, Attempt> {
+        self.check_known(what, known, &blob)?;
+        let what = format!("uploading blob {}", blob.digest);
+        // Sent as a reader, as the long forms are: no overall time limit
+        // (`timeouts.request`, for requests without a blob, could cut a
+        // few MiB on a slow link), each read and write still limited.
+        let sent = self
+            .t
+            .send_once(&put_with_length(location, &blob), Some(body));
+        self.finished(&what, blob, sent)
+    }
+
+    /// After the streamed `PATCH`: its answer, then the closing
+    /// `PUT ?digest=` with no body.
+    fn patched(
+        &self,
+        what: &str,
+        known: Option<&str>,
+        location: String,
+        sent: Result<(Resp, u64), ureq::Error>,
+        blob: Option<BlobDigest>,
+    ) -> Result<BlobDigest, Attempt> {
         let resp = match sent {
             Ok((resp, gen)) => {
                 if resp.status == 401 {
                     let _ = self.t.reauth_after(&resp, gen);
-                    return Err(Attempt::Retry(self.t.unexpected(&what, &resp), None));
+                    return Err(Attempt::Retry(self.t.unexpected(what, &resp), None));
                 }
                 resp
             }
-            Err(e) => return Err(self.classify_error(&what, e)),
+            Err(e) => return Err(self.classify_error(what, e)),
         };
         match resp.status {
             202 | 204 => {}
@@ -183,73 +257,49 @@ impl Client {
                 // one PUT per blob and start again.
                 self.t.monolithic.store(true, Ordering::Relaxed);
                 return Err(Attempt::Retry(
-                    self.t.unexpected(&what, &resp),
+                    self.t.unexpected(what, &resp),
                     Some(Duration::ZERO),
                 ));
             }
             s if transient_status(s) => {
                 return Err(Attempt::Retry(
-                    self.t.unexpected(&what, &resp),
+                    self.t.unexpected(what, &resp),
                     retry_after(&resp.headers),
                 ))
             }
-            _ => return Err(Attempt::Fatal(self.t.unexpected(&what, &resp))),
+            _ => return Err(Attempt::Fatal(self.t.unexpected(what, &resp))),
         }
         let Some(blob) = blob else {
             return Err(Attempt::Fatal(self.t.fail(
-                &what,
+                what,
                 format!(
                     "the registry answered {} before reading the whole blob",
                     resp.status
                 ),
             )));
         };
-        if let Some(k) = known {
-            if k != blob.digest {
-                return Err(Attempt::Fatal(self.t.fail(
-                    &what,
-                    format!("the bytes hash to {}, not to the expected {k}", blob.digest),
-                )));
-            }
-        }
+        self.check_known(what, known, &blob)?;
         let what = format!("uploading blob {}", blob.digest);
         let next = self.location(&what, &resp).unwrap_or(location);
         let mut put = Req::new("PUT", with_digest(&next, &blob.digest));
         put.body = Some(&[]);
-        match self.t.send_once(&put, None) {
-            Ok((resp, gen)) => self.finished(&what, &blob, resp, gen).map(|()| blob),
-            Err(e) => Err(self.classify_error(&what, e)),
-        }
+        self.finished(&what, blob, self.t.send_once(&put, None))
     }
 
-    /// The monolithic form: one PUT with the whole blob and its length.
+    /// The monolithic form for a blob over the limit, produced once
+    /// already to learn `first` (its digest and length): produced again
+    /// into one `PUT` with its length, instead of being held.
     fn put_whole(
         &self,
         what: &str,
         known: Option<&str>,
         produce: &Producer<'_>,
         location: String,
+        first: BlobDigest,
     ) -> Result<BlobDigest, Attempt> {
-        // The length (and digest) first: one extra pass over the bytes,
-        // instead of holding them.
-        let first = pipe::hash_only(produce)
-            .map_err(|e| Attempt::Fatal(self.t.fail(what, format!("producing the blob: {e:#}"))))?;
-        if let Some(k) = known {
-            if k != first.digest {
-                return Err(Attempt::Fatal(self.t.fail(
-                    what,
-                    format!(
-                        "the bytes hash to {}, not to the expected {k}",
-                        first.digest
-                    ),
-                )));
-            }
-        }
+        self.check_known(what, known, &first)?;
         let what = format!("uploading blob {}", first.digest);
-        let mut req = Req::new("PUT", with_digest(&location, &first.digest));
-        req.headers
-            .push(("content-type", "application/octet-stream".into()));
-        req.headers.push(("content-length", first.size.to_string()));
+        let req = put_with_length(&location, &first);
         let (sent, produced) = pipe::stream(produce, |body| self.t.send_once(&req, Some(body)));
         match produced {
             Produced::Done(d) if d != first => {
@@ -261,21 +311,43 @@ impl Client {
                     ),
                 )))
             }
-            Produced::Failed(e) => {
-                return Err(Attempt::Fatal(
-                    self.t.fail(&what, format!("producing the blob: {e:#}")),
-                ))
-            }
+            Produced::Failed(e) => return Err(self.producing(&what, e)),
             _ => {}
         }
-        match sent {
-            Ok((resp, gen)) => self.finished(&what, &first, resp, gen).map(|()| first),
-            Err(e) => Err(self.classify_error(&what, e)),
+        self.finished(&what, first, sent)
+    }
+
+    /// A mismatch with the expected digest is fatal: the producer does not
+    /// write what the caller said it would, a retry cannot help.
+    fn check_known(
+        &self,
+        what: &str,
+        known: Option<&str>,
+        blob: &BlobDigest,
+    ) -> Result<(), Attempt> {
+        match known {
+            Some(k) if k != blob.digest => Err(Attempt::Fatal(self.t.fail(
+                what,
+                format!("the bytes hash to {}, not to the expected {k}", blob.digest),
+            ))),
+            _ => Ok(()),
         }
     }
 
-    /// Checks the answer to the upload's closing PUT.
-    fn finished(&self, what: &str, blob: &BlobDigest, resp: Resp, gen: u64) -> Result<(), Attempt> {
+    /// The producer's own failure: not retried.
+    fn producing(&self, what: &str, e: anyhow::Error) -> Attempt {
+        Attempt::Fatal(self.t.fail(what, format!("producing the blob: {e:#}")))
+    }
+
+    /// Checks the answer to the upload's closing PUT (or how it failed):
+    /// `blob` when the registry has it.
+    fn finished(
+        &self,
+        what: &str,
+        blob: BlobDigest,
+        sent: Result<(Resp, u64), ureq::Error>,
+    ) -> Result<BlobDigest, Attempt> {
+        let (resp, gen) = sent.map_err(|e| self.classify_error(what, e))?;
         match resp.status {
             201 | 204 | 200 => {
                 if let Some(d) = resp.header("docker-content-digest") {
@@ -289,7 +361,7 @@ impl Client {
                         )));
                     }
                 }
-                Ok(())
+                Ok(blob)
             }
             401 => {
                 let _ = self.t.reauth_after(&resp, gen);
@@ -336,6 +408,15 @@ impl Client {
                 .fail(what, format!("{} without a Location", resp.status))),
         }
     }
+}
+
+/// The `PUT` that carries a whole blob, with its length.
+fn put_with_length(location: &str, blob: &BlobDigest) -> Req<'static> {
+    let mut req = Req::new("PUT", with_digest(location, &blob.digest));
+    req.headers
+        .push(("content-type", "application/octet-stream".into()));
+    req.headers.push(("content-length", blob.size.to_string()));
+    req
 }
 
 /// `LOCATION` with `digest=D` added to its query.

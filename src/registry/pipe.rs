@@ -4,6 +4,12 @@
 //! hashing and counting on the way, so the digest and size are known when
 //! the body ends, and at most ~600 KiB of a blob is in memory per upload.
 //!
+//! [`stream_or_whole`] first holds up to `limit` bytes: a blob that ends
+//! within them is handed over whole, its digest and size known before a
+//! byte is sent (one `PUT` with a `Content-Length`); a longer one streams,
+//! the held chunks first, so it is produced once either way. Memory is then
+//! at most `limit` plus one chunk plus the channel per upload.
+//!
 //! The body ends with an explicit end mark: if the producer fails or
 //! panics, the reader returns an error instead of a clean end, so a
 //! truncated blob is never completed.
@@ -21,11 +27,13 @@ const DEPTH: usize = 8;
 
 enum Msg {
     Data(Vec<u8>),
-    End,
+    /// The producer finished: the digest and size of all it wrote.
+    End(BlobDigest),
     Failed,
 }
 
 /// How the producer ended.
+#[derive(Debug)]
 pub enum Produced {
     /// All bytes written: their digest and size.
     Done(BlobDigest),
@@ -37,10 +45,68 @@ pub enum Produced {
     Abandoned,
 }
 
+/// What [`stream_or_whole`] hands its consumer.
+pub enum Start<'r> {
+    /// The blob ended within the limit: all of it, read from memory, and
+    /// its digest and size.
+    Whole(&'r mut dyn Read, BlobDigest),
+    /// The blob is longer: its bytes from the first, the rest as the
+    /// producer writes them; digest and size in [`Produced`] at the end.
+    Stream(&'r mut dyn Read),
+}
+
 /// Runs `produce` into `consume`'s reader; returns both outcomes.
 pub fn stream<R>(
     produce: &Producer<'_>,
     consume: impl FnOnce(&mut dyn Read) -> R,
+) -> (R, Produced) {
+    with_producer(produce, |rx| consume(&mut ChanReader::new(rx, Vec::new())))
+}
+
+/// Runs `produce`, holding its chunks until it ends or has written more
+/// than `limit` bytes, then calls `consume` with [`Start::Whole`] or
+/// [`Start::Stream`]. `Err`: the producer failed before that, and
+/// `consume` was not called.
+pub fn stream_or_whole<R>(
+    produce: &Producer<'_>,
+    limit: u64,
+    consume: impl FnOnce(Start<'_>) -> R,
+) -> anyhow::Result<(R, Produced)> {
+    let (r, produced) = with_producer(produce, |rx| {
+        let mut held = Vec::new();
+        let mut size = 0u64;
+        while size <= limit {
+            match rx.recv() {
+                Ok(Msg::Data(d)) => {
+                    size += d.len() as u64;
+                    held.push(d);
+                }
+                Ok(Msg::End(blob)) => {
+                    let mut body = ChanReader::new(rx, held);
+                    body.ended = true;
+                    return Some(consume(Start::Whole(&mut body, blob)));
+                }
+                // The producer's outcome says why.
+                Ok(Msg::Failed) | Err(_) => return None,
+            }
+        }
+        Some(consume(Start::Stream(&mut ChanReader::new(rx, held))))
+    });
+    match (r, produced) {
+        (Some(r), produced) => Ok((r, produced)),
+        (None, Produced::Failed(e)) => Err(e),
+        // Not reached: the channel is open until the producer has ended.
+        (None, _) => Err(anyhow::anyhow!("the blob's producer stopped early")),
+    }
+}
+
+/// Runs `produce` on its own thread, writing into the channel `read`
+/// takes; returns what `read` returned and how the producer ended. The
+/// channel closes when `read` returns, which unblocks a producer still
+/// writing.
+fn with_producer<R>(
+    produce: &Producer<'_>,
+    read: impl FnOnce(Receiver<Msg>) -> R,
 ) -> (R, Produced) {
     let (tx, rx) = sync_channel::<Msg>(DEPTH);
     let gone = &AtomicBool::new(false);
@@ -53,14 +119,15 @@ pub fn stream<R>(
                 size: 0,
                 gone,
             };
-            let r = produce(&mut w).and_then(|()| w.flush().map_err(anyhow::Error::from));
+            let r = produce(&mut w).and_then(|()| w.send_buf().map_err(anyhow::Error::from));
             match r {
                 Ok(()) => {
-                    let _ = tx.send(Msg::End);
-                    Produced::Done(BlobDigest {
+                    let blob = BlobDigest {
                         digest: format!("sha256:{:x}", w.hasher.finalize_reset()),
                         size: w.size,
-                    })
+                    };
+                    let _ = tx.send(Msg::End(blob.clone()));
+                    Produced::Done(blob)
                 }
                 Err(_) if gone.load(Ordering::SeqCst) => Produced::Abandoned,
                 Err(e) => {
@@ -69,49 +136,12 @@ pub fn stream<R>(
                 }
             }
         });
-        let mut reader = ChanReader {
-            rx,
-            cur: Vec::new(),
-            pos: 0,
-            ended: false,
-        };
-        let r = consume(&mut reader);
-        // Unblock a producer still writing.
-        drop(reader);
+        let r = read(rx);
         let produced = producer
             .join()
             .unwrap_or_else(|_| Produced::Failed(anyhow::anyhow!("the blob's producer panicked")));
         (r, produced)
     })
-}
-
-/// Runs `produce` into nothing but a hasher: the digest and size.
-pub fn hash_only(produce: &Producer<'_>) -> anyhow::Result<BlobDigest> {
-    let mut w = HashWriter {
-        hasher: Sha256::new(),
-        size: 0,
-    };
-    produce(&mut w)?;
-    Ok(BlobDigest {
-        digest: format!("sha256:{:x}", w.hasher.finalize()),
-        size: w.size,
-    })
-}
-
-struct HashWriter {
-    hasher: Sha256,
-    size: u64,
-}
-
-impl Write for HashWriter {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.hasher.update(b);
-        self.size += b.len() as u64;
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 struct ChanWriter<'a> {
@@ -146,21 +176,42 @@ impl Write for ChanWriter<'_> {
         }
         Ok(n)
     }
+    /// Sends nothing: every chunk but the last is full (held chunks then
+    /// take no more memory than their bytes); the end sends the rest.
     fn flush(&mut self) -> io::Result<()> {
-        self.send_buf()
+        Ok(())
     }
 }
 
 struct ChanReader {
+    /// Chunks received before reading began, read first.
+    held: std::vec::IntoIter<Vec<u8>>,
     rx: Receiver<Msg>,
     cur: Vec<u8>,
     pos: usize,
     ended: bool,
 }
 
+impl ChanReader {
+    fn new(rx: Receiver<Msg>, held: Vec<Vec<u8>>) -> ChanReader {
+        ChanReader {
+            held: held.into_iter(),
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+            ended: false,
+        }
+    }
+}
+
 impl Read for ChanReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.cur.len() {
+            if let Some(d) = self.held.next() {
+                self.cur = d;
+                self.pos = 0;
+                continue;
+            }
             if self.ended {
                 return Ok(0);
             }
@@ -169,7 +220,7 @@ impl Read for ChanReader {
                     self.cur = d;
                     self.pos = 0;
                 }
-                Ok(Msg::End) => self.ended = true,
+                Ok(Msg::End(_)) => self.ended = true,
                 Ok(Msg::Failed) | Err(_) => {
                     return Err(io::Error::other("the blob's producer failed"));
                 }
@@ -203,11 +254,10 @@ mod tests {
         let Produced::Done(d) = p else {
             panic!("not done")
         };
-        assert_eq!(d.size, 300_000);
-        assert_eq!(d, hash_only(&produce).unwrap());
-        assert_eq!(d.digest, format!("sha256:{:x}", Sha256::digest(&data)));
+        assert_eq!(d, digest_of(&data));
     }
 
+    /// Also [`stream_or_whole`] failing after it decided to stream.
     #[test]
     fn a_failing_producer_fails_the_body() {
         let produce = |w: &mut dyn Write| -> anyhow::Result<()> {
@@ -217,8 +267,13 @@ mod tests {
         let (got, p) = stream(&produce, |r| r.read_to_end(&mut Vec::new()));
         assert!(got.is_err());
         assert!(matches!(p, Produced::Failed(e) if e.to_string() == "store read failed"));
+        let (whole, got, p) = run(&produce, 50_000).unwrap();
+        assert_eq!(whole, None);
+        assert!(got.is_err());
+        assert!(matches!(p, Produced::Failed(e) if e.to_string() == "store read failed"));
     }
 
+    /// Also [`stream_or_whole`]'s reader, streaming.
     #[test]
     fn a_reader_that_stops_abandons() {
         let produce = |w: &mut dyn Write| -> anyhow::Result<()> {
@@ -227,10 +282,104 @@ mod tests {
             }
             Ok(())
         };
-        let ((), p) = stream(&produce, |r| {
-            let mut b = [0; 10];
-            r.read_exact(&mut b).unwrap();
-        });
+        let read_10 = |r: &mut dyn Read| r.read_exact(&mut [0; 10]).unwrap();
+        let ((), p) = stream(&produce, read_10);
         assert!(matches!(p, Produced::Abandoned));
+        let ((), p) = stream_or_whole(&produce, 1000, |start| match start {
+            Start::Stream(r) => read_10(r),
+            Start::Whole(..) => panic!("whole"),
+        })
+        .unwrap();
+        assert!(matches!(p, Produced::Abandoned));
+    }
+
+    /// `n` bytes of a pattern, written in odd-sized pieces (chunks of the
+    /// channel do not line up with them).
+    fn pattern(
+        n: usize,
+    ) -> (
+        Vec<u8>,
+        impl Fn(&mut dyn Write) -> anyhow::Result<()> + Sync,
+    ) {
+        let data: Vec<u8> = (0..n as u32).map(|i| (i % 251) as u8).collect();
+        let d = data.clone();
+        let produce = move |w: &mut dyn Write| -> anyhow::Result<()> {
+            for c in d.chunks(1000) {
+                w.write_all(c)?;
+            }
+            Ok(())
+        };
+        (data, produce)
+    }
+
+    /// `stream_or_whole` with a consumer that reads everything: whether
+    /// it was whole (and with which digest), the bytes, how it ended.
+    fn run(
+        produce: &Producer<'_>,
+        limit: u64,
+    ) -> anyhow::Result<(Option<BlobDigest>, io::Result<Vec<u8>>, Produced)> {
+        let ((whole, got), p) = stream_or_whole(produce, limit, |start| {
+            let mut v = Vec::new();
+            match start {
+                Start::Whole(r, d) => (Some(d), r.read_to_end(&mut v).map(|_| v)),
+                Start::Stream(r) => (None, r.read_to_end(&mut v).map(|_| v)),
+            }
+        })?;
+        Ok((whole, got, p))
+    }
+
+    fn digest_of(data: &[u8]) -> BlobDigest {
+        BlobDigest {
+            digest: format!("sha256:{:x}", Sha256::digest(data)),
+            size: data.len() as u64,
+        }
+    }
+
+    #[test]
+    fn whole_under_and_at_the_limit() {
+        for (n, limit) in [
+            (300_000, 1 << 20),
+            (300_000, 300_000),
+            (CHUNK * 3, CHUNK as u64 * 3),
+            (0, 0),
+        ] {
+            let (data, produce) = pattern(n);
+            let (whole, got, p) = run(&produce, limit).unwrap();
+            assert_eq!(whole, Some(digest_of(&data)), "{n} bytes, limit {limit}");
+            assert_eq!(got.unwrap(), data);
+            assert!(matches!(p, Produced::Done(d) if d == digest_of(&data)));
+        }
+    }
+
+    #[test]
+    fn one_byte_over_the_limit_streams_every_byte_in_order() {
+        // Over by one within a chunk, and over by one just past a full
+        // chunk (the held chunks end exactly at the limit).
+        for (n, limit) in [(300_001, 300_000), (CHUNK * 3 + 1, CHUNK as u64 * 3)] {
+            let (data, produce) = pattern(n);
+            let (whole, got, p) = run(&produce, limit).unwrap();
+            assert_eq!(whole, None, "{n} bytes, limit {limit}");
+            assert_eq!(got.unwrap(), data);
+            assert!(matches!(p, Produced::Done(d) if d == digest_of(&data)));
+        }
+        let (data, produce) = pattern(1);
+        let (whole, got, _) = run(&produce, 0).unwrap();
+        assert_eq!((whole, got.unwrap()), (None, data));
+    }
+
+    #[test]
+    fn a_producer_failing_before_the_decision_is_not_consumed() {
+        let produce = |w: &mut dyn Write| -> anyhow::Result<()> {
+            w.write_all(&[1; 100_000])?;
+            anyhow::bail!("store read failed")
+        };
+        let called = std::cell::Cell::new(false);
+        let e = stream_or_whole(&produce, 1 << 20, |_| called.set(true)).unwrap_err();
+        assert_eq!(e.to_string(), "store read failed");
+        assert!(!called.get());
+        let panics = |_: &mut dyn Write| -> anyhow::Result<()> { panic!("boom") };
+        let e = stream_or_whole(&panics, 1 << 20, |_| called.set(true)).unwrap_err();
+        assert_eq!(e.to_string(), "the blob's producer panicked");
+        assert!(!called.get());
     }
 }
