@@ -274,6 +274,37 @@ fn plain_push_skopeo_and_second_push_uploads_nothing() {
     assert_eq!(c2.get_manifest("nope").unwrap(), None);
 }
 
+/// Uploads start with the largest layer (by size hint), so the longest
+/// upload overlaps the small ones instead of running alone at the end;
+/// the manifest still lists the layers in image order.
+#[test]
+fn largest_layers_upload_first() {
+    let reg = Registry::start(Setup::default());
+    let (a, b, c) = layers();
+    let mut p = plan(&[&a, &b, &c], false, ManifestFormat::Oci);
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for (i, (l, hint)) in p.layers.iter_mut().zip([10, 30, 20]).enumerate() {
+        let inner = std::mem::replace(&mut l.produce, Box::new(|_| Ok(())));
+        let order = order.clone();
+        l.produce = Box::new(move |w| {
+            order.lock().unwrap().push(i);
+            inner(w)
+        });
+        l.size_hint = hint;
+    }
+    let one_job = Options { jobs: 1, ..opts() };
+    let cl = client(&reg.host(), "order/app", &one_job);
+    let r = push(&cl, &p, &tags(&["1"]), &quiet).unwrap();
+    assert_eq!(*order.lock().unwrap(), [1, 2, 0]);
+    check_with_skopeo(
+        &format!("{}/order/app:1", reg.host()),
+        &r,
+        &[&a, &b, &c],
+        ManifestFormat::Oci,
+        None,
+    );
+}
+
 #[test]
 fn one_changed_layer_uploads_only_it() {
     let reg = Registry::start(Setup::default());
