@@ -284,7 +284,7 @@ fn largest_layers_upload_first() {
     let mut p = plan(&[&a, &b, &c], false, ManifestFormat::Oci);
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     for (i, (l, hint)) in p.layers.iter_mut().zip([10, 30, 20]).enumerate() {
-        let inner = std::mem::replace(&mut l.produce, Box::new(|_| Ok(())));
+        let inner = std::mem::replace(&mut l.produce, Box::new(|_| Ok(None)));
         let order = order.clone();
         l.produce = Box::new(move |w| {
             order.lock().unwrap().push(i);
@@ -1082,7 +1082,11 @@ fn upload_checks_known_digest() {
         let c = client(&reg.host(), repo, &o);
         let mark = reg.mark();
         let data = blobs::noise(7, 1_000_000);
-        let d = c.upload(None, &|w| Ok(w.write_all(&data)?)).unwrap();
+        let d = c
+            .upload(None, &|w| {
+                w.write_all(&data).map(|()| None).map_err(Into::into)
+            })
+            .unwrap();
         assert_eq!(d.digest, blobs::sha256(&data));
         assert_eq!(d.size, 1_000_000);
         assert!(c.blob_exists(&d.digest).unwrap());
@@ -1095,7 +1099,9 @@ fn upload_checks_known_digest() {
         let wrong = format!("sha256:{}", "0".repeat(64));
         let other = blobs::noise(8, 100_000);
         let e = c
-            .upload(Some(&wrong), &|w| Ok(w.write_all(&other)?))
+            .upload(Some(&wrong), &|w| {
+                w.write_all(&other).map(|()| None).map_err(Into::into)
+            })
             .unwrap_err();
         assert_one_line(&e, &["hash to", "not to the expected", &wrong]);
         let lines = reg.request_lines_from(mark);
@@ -1535,7 +1541,7 @@ fn big_blob_streams_in_bounded_memory() {
                     w.write_all(&(i as u64).to_le_bytes())?;
                     w.write_all(&block[8..])?;
                 }
-                Ok(())
+                Ok(None)
             })
             .unwrap();
         assert_eq!(d.size, (BLOB_MIB * MIB) as u64);
@@ -1675,7 +1681,8 @@ fn push_all_reads_the_store_once() {
         let (r, gz) = (reads.clone(), src.gz.clone());
         l.produce = Box::new(move |w| {
             r.fetch_add(1, Ordering::SeqCst);
-            Ok(w.write_all(&gz)?)
+            w.write_all(&gz)?;
+            Ok(None)
         });
     }
     let refs: Vec<Reference> = [

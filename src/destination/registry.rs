@@ -113,8 +113,13 @@ impl Push {
                     .size_hint(blob.size)
                 }
                 None => {
-                    let source = BlobSource::new(format.layer_media_type(codec.name()), move |w| {
-                        blob::produce_into(img, i, codec, w).map(|_| ())
+                    let media_type = format.layer_media_type(codec.name());
+                    let source = BlobSource::hashed(media_type, move |w| {
+                        let l = blob::produce_into(img, i, codec, w)?;
+                        Ok(BlobDigest {
+                            digest: l.blob.digest,
+                            size: l.blob.size,
+                        })
                     })
                     .size_hint(hint);
                     match img.known_blob(i, codec) {
@@ -382,7 +387,7 @@ fn attach_referrers(
         }
         client.upload(Some(&blob.digest), &|w| {
             w.write_all(bytes)?;
-            Ok(())
+            Ok(None)
         })?;
         Ok(())
     };

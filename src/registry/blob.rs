@@ -35,7 +35,12 @@ use super::Client;
 
 /// A blob's producer: writes the blob's bytes (exactly the same bytes each
 /// time it is called). Called once per upload attempt.
-pub type Producer<'a> = dyn Fn(&mut dyn Write) -> anyhow::Result<()> + Sync + 'a;
+///
+/// It returns the digest and size of what it wrote when it hashed those
+/// very bytes itself (a layer's producer does, for the digest cache), so
+/// the upload need not hash them again; `None` otherwise. Which of the two
+/// is said up front (`self_hashed` of [`Client::upload_at`]).
+pub type Producer<'a> = dyn Fn(&mut dyn Write) -> anyhow::Result<Option<BlobDigest>> + Sync + 'a;
 
 /// A blob's digest (`sha256:<hex>`) and size in bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -130,15 +135,18 @@ impl Client {
     ///
     /// [`Options::whole_upload_max`]: super::Options::whole_upload_max
     pub fn upload(&self, known_digest: Option<&str>, produce: &Producer<'_>) -> Result<BlobDigest> {
-        self.upload_at(known_digest, produce, None, None)
+        self.upload_at(known_digest, produce, false, None, None)
     }
 
     /// [`Client::upload`], the first attempt at an upload already opened;
-    /// no retry starts once `cancel` is set (another blob of the push failed).
+    /// no retry starts once `cancel` is set (another blob of the push
+    /// failed). With `self_hashed`, `produce` returns the digest of what it
+    /// wrote, and the bytes are not hashed again on the way.
     pub(crate) fn upload_at(
         &self,
         known: Option<&str>,
         produce: &Producer<'_>,
+        self_hashed: bool,
         mut opened: Option<String>,
         cancel: Option<&AtomicBool>,
     ) -> Result<BlobDigest> {
@@ -147,7 +155,7 @@ impl Client {
         let start = Instant::now();
         let mut tries = 1;
         loop {
-            match self.upload_once(known, produce, opened.take()) {
+            match self.upload_once(known, produce, self_hashed, opened.take()) {
                 Ok(d) => return Ok(d),
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(e, delay)) => {
@@ -168,6 +176,7 @@ impl Client {
         &self,
         known: Option<&str>,
         produce: &Producer<'_>,
+        self_hashed: bool,
         opened: Option<String>,
     ) -> Result<BlobDigest, Attempt> {
         let label = known.unwrap_or("(digest not known yet)");
@@ -181,7 +190,8 @@ impl Client {
         patch
             .headers
             .push(("content-type", "application/octet-stream".into()));
-        let run = pipe::stream_or_whole(produce, self.whole_upload_max, |start| match start {
+        let limit = self.whole_upload_max;
+        let run = pipe::stream_or_whole(produce, self_hashed, limit, |start| match start {
             Start::Whole(body, blob) => {
                 Sent::Whole(self.put_held(&what, known, &location, body, blob))
             }
@@ -202,7 +212,7 @@ impl Client {
             Sent::Whole(r) => r,
             Sent::Patch(sent) => self.patched(&what, known, location, sent, blob),
             Sent::Hashed => match blob {
-                Some(blob) => self.put_whole(&what, known, produce, location, blob),
+                Some(blob) => self.put_whole(&what, known, produce, self_hashed, location, blob),
                 // Not reached: the body was read to its end.
                 None => Err(self.producing(&what, anyhow::anyhow!("it ended early"))),
             },
@@ -294,13 +304,16 @@ impl Client {
         what: &str,
         known: Option<&str>,
         produce: &Producer<'_>,
+        self_hashed: bool,
         location: String,
         first: BlobDigest,
     ) -> Result<BlobDigest, Attempt> {
         self.check_known(what, known, &first)?;
         let what = format!("uploading blob {}", first.digest);
         let req = put_with_length(&location, &first);
-        let (sent, produced) = pipe::stream(produce, |body| self.t.send_once(&req, Some(body)));
+        let (sent, produced) = pipe::stream(produce, self_hashed, |body| {
+            self.t.send_once(&req, Some(body))
+        });
         match produced {
             Produced::Done(d) if d != first => {
                 return Err(Attempt::Fatal(self.t.fail(

@@ -58,9 +58,12 @@ pub enum Start<'r> {
 /// Runs `produce` into `consume`'s reader; returns both outcomes.
 pub fn stream<R>(
     produce: &Producer<'_>,
+    self_hashed: bool,
     consume: impl FnOnce(&mut dyn Read) -> R,
 ) -> (R, Produced) {
-    with_producer(produce, |rx| consume(&mut ChanReader::new(rx, Vec::new())))
+    with_producer(produce, self_hashed, |rx| {
+        consume(&mut ChanReader::new(rx, Vec::new()))
+    })
 }
 
 /// Runs `produce`, holding its chunks until it ends or has written more
@@ -69,10 +72,11 @@ pub fn stream<R>(
 /// `consume` was not called.
 pub fn stream_or_whole<R>(
     produce: &Producer<'_>,
+    self_hashed: bool,
     limit: u64,
     consume: impl FnOnce(Start<'_>) -> R,
 ) -> anyhow::Result<(R, Produced)> {
-    let (r, produced) = with_producer(produce, |rx| {
+    let (r, produced) = with_producer(produce, self_hashed, |rx| {
         let mut held = Vec::new();
         let mut size = 0u64;
         while size <= limit {
@@ -103,9 +107,12 @@ pub fn stream_or_whole<R>(
 /// Runs `produce` on its own thread, writing into the channel `read`
 /// takes; returns what `read` returned and how the producer ended. The
 /// channel closes when `read` returns, which unblocks a producer still
-/// writing.
+/// writing. The bytes are hashed on the way unless `self_hashed`: then
+/// the producer's own digest is taken (its size checked against the
+/// bytes counted here).
 fn with_producer<R>(
     produce: &Producer<'_>,
+    self_hashed: bool,
     read: impl FnOnce(Receiver<Msg>) -> R,
 ) -> (R, Produced) {
     let (tx, rx) = sync_channel::<Msg>(DEPTH);
@@ -115,17 +122,26 @@ fn with_producer<R>(
             let mut w = ChanWriter {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(CHUNK),
-                hasher: Sha256::new(),
+                hasher: (!self_hashed).then(Sha256::new),
                 size: 0,
                 gone,
             };
-            let r = produce(&mut w).and_then(|()| w.send_buf().map_err(anyhow::Error::from));
-            match r {
-                Ok(()) => {
-                    let blob = BlobDigest {
-                        digest: format!("sha256:{:x}", w.hasher.finalize_reset()),
+            let r = produce(&mut w).and_then(|reported| {
+                w.send_buf()?;
+                match (w.hasher.take(), reported) {
+                    (Some(h), _) => Ok(BlobDigest {
+                        digest: format!("sha256:{:x}", h.finalize()),
                         size: w.size,
-                    };
+                    }),
+                    (None, Some(d)) if d.size == w.size => Ok(d),
+                    (None, _) => Err(anyhow::anyhow!(
+                        "internal: the blob's producer did not report the digest of the {} bytes it wrote",
+                        w.size
+                    )),
+                }
+            });
+            match r {
+                Ok(blob) => {
                     let _ = tx.send(Msg::End(blob.clone()));
                     Produced::Done(blob)
                 }
@@ -147,7 +163,8 @@ fn with_producer<R>(
 struct ChanWriter<'a> {
     tx: SyncSender<Msg>,
     buf: Vec<u8>,
-    hasher: Sha256,
+    /// None when the producer hashes what it writes itself.
+    hasher: Option<Sha256>,
     size: u64,
     gone: &'a AtomicBool,
 }
@@ -169,7 +186,9 @@ impl Write for ChanWriter<'_> {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         let n = b.len().min(CHUNK - self.buf.len());
         self.buf.extend_from_slice(&b[..n]);
-        self.hasher.update(&b[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&b[..n]);
+        }
         self.size += n as u64;
         if self.buf.len() == CHUNK {
             self.send_buf()?;
@@ -240,13 +259,13 @@ mod tests {
     #[test]
     fn streams_hashes_and_ends() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let produce = |w: &mut dyn Write| -> anyhow::Result<()> {
+        let produce = |w: &mut dyn Write| -> anyhow::Result<Option<BlobDigest>> {
             for c in data.chunks(1000) {
                 w.write_all(c)?;
             }
-            Ok(())
+            Ok(None)
         };
-        let (got, p) = stream(&produce, |r| {
+        let (got, p) = stream(&produce, false, |r| {
             let mut v = Vec::new();
             r.read_to_end(&mut v).map(|_| v)
         });
@@ -260,11 +279,11 @@ mod tests {
     /// Also [`stream_or_whole`] failing after it decided to stream.
     #[test]
     fn a_failing_producer_fails_the_body() {
-        let produce = |w: &mut dyn Write| -> anyhow::Result<()> {
+        let produce = |w: &mut dyn Write| -> anyhow::Result<Option<BlobDigest>> {
             w.write_all(&[1; 100_000])?;
             anyhow::bail!("store read failed")
         };
-        let (got, p) = stream(&produce, |r| r.read_to_end(&mut Vec::new()));
+        let (got, p) = stream(&produce, false, |r| r.read_to_end(&mut Vec::new()));
         assert!(got.is_err());
         assert!(matches!(p, Produced::Failed(e) if e.to_string() == "store read failed"));
         let (whole, got, p) = run(&produce, 50_000).unwrap();
@@ -276,16 +295,16 @@ mod tests {
     /// Also [`stream_or_whole`]'s reader, streaming.
     #[test]
     fn a_reader_that_stops_abandons() {
-        let produce = |w: &mut dyn Write| -> anyhow::Result<()> {
+        let produce = |w: &mut dyn Write| -> anyhow::Result<Option<BlobDigest>> {
             for _ in 0..1000 {
                 w.write_all(&[0; 65536])?;
             }
-            Ok(())
+            Ok(None)
         };
         let read_10 = |r: &mut dyn Read| r.read_exact(&mut [0; 10]).unwrap();
-        let ((), p) = stream(&produce, read_10);
+        let ((), p) = stream(&produce, false, read_10);
         assert!(matches!(p, Produced::Abandoned));
-        let ((), p) = stream_or_whole(&produce, 1000, |start| match start {
+        let ((), p) = stream_or_whole(&produce, false, 1000, |start| match start {
             Start::Stream(r) => read_10(r),
             Start::Whole(..) => panic!("whole"),
         })
@@ -299,15 +318,15 @@ mod tests {
         n: usize,
     ) -> (
         Vec<u8>,
-        impl Fn(&mut dyn Write) -> anyhow::Result<()> + Sync,
+        impl Fn(&mut dyn Write) -> anyhow::Result<Option<BlobDigest>> + Sync,
     ) {
         let data: Vec<u8> = (0..n as u32).map(|i| (i % 251) as u8).collect();
         let d = data.clone();
-        let produce = move |w: &mut dyn Write| -> anyhow::Result<()> {
+        let produce = move |w: &mut dyn Write| -> anyhow::Result<Option<BlobDigest>> {
             for c in d.chunks(1000) {
                 w.write_all(c)?;
             }
-            Ok(())
+            Ok(None)
         };
         (data, produce)
     }
@@ -318,7 +337,7 @@ mod tests {
         produce: &Producer<'_>,
         limit: u64,
     ) -> anyhow::Result<(Option<BlobDigest>, io::Result<Vec<u8>>, Produced)> {
-        let ((whole, got), p) = stream_or_whole(produce, limit, |start| {
+        let ((whole, got), p) = stream_or_whole(produce, false, limit, |start| {
             let mut v = Vec::new();
             match start {
                 Start::Whole(r, d) => (Some(d), r.read_to_end(&mut v).map(|_| v)),
@@ -369,17 +388,48 @@ mod tests {
 
     #[test]
     fn a_producer_failing_before_the_decision_is_not_consumed() {
-        let produce = |w: &mut dyn Write| -> anyhow::Result<()> {
+        let produce = |w: &mut dyn Write| -> anyhow::Result<Option<BlobDigest>> {
             w.write_all(&[1; 100_000])?;
             anyhow::bail!("store read failed")
         };
         let called = std::cell::Cell::new(false);
-        let e = stream_or_whole(&produce, 1 << 20, |_| called.set(true)).unwrap_err();
+        let e = stream_or_whole(&produce, false, 1 << 20, |_| called.set(true)).unwrap_err();
         assert_eq!(e.to_string(), "store read failed");
         assert!(!called.get());
-        let panics = |_: &mut dyn Write| -> anyhow::Result<()> { panic!("boom") };
-        let e = stream_or_whole(&panics, 1 << 20, |_| called.set(true)).unwrap_err();
+        let panics = |_: &mut dyn Write| -> anyhow::Result<Option<BlobDigest>> { panic!("boom") };
+        let e = stream_or_whole(&panics, false, 1 << 20, |_| called.set(true)).unwrap_err();
         assert_eq!(e.to_string(), "the blob's producer panicked");
         assert!(!called.get());
+    }
+
+    /// A producer that hashes what it writes itself: its digest is taken
+    /// as is (here a made-up one, to show nothing hashed it again), but
+    /// only for as many bytes as it wrote.
+    #[test]
+    fn a_self_hashed_producer_is_taken_at_its_word() {
+        let (data, write) = pattern(300_000);
+        let said = |size: u64| BlobDigest {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size,
+        };
+        let honest = |w: &mut dyn Write| write(w).map(|_| Some(said(300_000)));
+        let (got, p) = stream(&honest, true, |r| {
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).map(|_| v)
+        });
+        assert_eq!(got.unwrap(), data);
+        assert!(matches!(p, Produced::Done(d) if d == said(300_000)));
+        let ((), p) = stream_or_whole(&honest, true, 1 << 20, |start| match start {
+            Start::Whole(_, d) => assert_eq!(d, said(300_000)),
+            Start::Stream(_) => panic!("streamed"),
+        })
+        .unwrap();
+        assert!(matches!(p, Produced::Done(_)));
+        let short = |w: &mut dyn Write| write(w).map(|_| Some(said(299_999)));
+        let e = stream_or_whole(&short, true, 1 << 20, |_| ()).unwrap_err();
+        assert!(e.to_string().contains("did not report"), "{e}");
+        let silent = |w: &mut dyn Write| write(w);
+        let (_, p) = stream(&silent, true, |r| r.read_to_end(&mut Vec::new()));
+        assert!(matches!(p, Produced::Failed(_)));
     }
 }

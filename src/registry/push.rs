@@ -68,6 +68,9 @@ pub struct BlobSource<'a> {
     /// Writes the compressed layer. May be called more than once (a retried
     /// upload starts over), and must write the same bytes each time.
     pub produce: Box<Producer<'a>>,
+    /// Whether `produce` returns the digest of what it wrote (see
+    /// [`BlobSource::hashed`]).
+    pub self_hashed: bool,
     /// About how many bytes the layer is (0: unknown). Only the order of
     /// uploads depends on it: largest first.
     pub size_hint: u64,
@@ -82,7 +85,24 @@ impl<'a> BlobSource<'a> {
         BlobSource {
             known: None,
             media_type: media_type.to_owned(),
-            produce: Box::new(produce),
+            produce: Box::new(move |w| produce(w).map(|()| None)),
+            self_hashed: false,
+            size_hint: 0,
+        }
+    }
+
+    /// A layer whose producer hashes what it writes and returns that
+    /// digest and size (a layer's producer does, for the digest cache): the
+    /// upload then takes them instead of hashing every byte a second time.
+    pub fn hashed(
+        media_type: &str,
+        produce: impl Fn(&mut dyn std::io::Write) -> Result<BlobDigest> + Sync + 'a,
+    ) -> BlobSource<'a> {
+        BlobSource {
+            known: None,
+            media_type: media_type.to_owned(),
+            produce: Box::new(move |w| produce(w).map(Some)),
+            self_hashed: true,
             size_hint: 0,
         }
     }
@@ -589,7 +609,11 @@ fn push_config(
     }
     client.upload_at(
         Some(&config.digest),
-        &|w| Ok(w.write_all(bytes)?),
+        &|w| {
+            w.write_all(bytes)?;
+            Ok(None)
+        },
+        false,
         opened,
         None,
     )?;
@@ -713,7 +737,13 @@ fn push_layer(
         layer: index,
         digest: known_digest.map(str::to_owned),
     });
-    let d = client.upload_at(known_digest, &*layer.produce, opened, Some(cancel))?;
+    let d = client.upload_at(
+        known_digest,
+        &*layer.produce,
+        layer.self_hashed,
+        opened,
+        Some(cancel),
+    )?;
     if let Some(k) = known {
         if k.size != d.size {
             return Err(client.t.fail(
