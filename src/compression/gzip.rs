@@ -446,6 +446,14 @@ mod tests {
             .collect()
     }
 
+    fn gunzip(gz: &[u8]) -> Vec<u8> {
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(gz)
+            .read_to_end(&mut back)
+            .unwrap();
+        back
+    }
+
     /// Which units of `data` a block would store, as a string of 's'
     /// (stored) and 'd' (deflated), one letter per unit.
     fn stored_units(data: &[u8]) -> String {
@@ -528,10 +536,7 @@ mod tests {
         data.extend_from_slice(&random(2 * BLOCK + 5, 3));
         data.extend_from_slice(&sample(BLOCK));
         let gz = encode(&pool, &data, 50_000);
-        let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_end(&mut back)
-            .unwrap();
+        let back = gunzip(&gz);
         assert_eq!(back, data);
         let text = encode(&pool, &sample(BLOCK + 100), 50_000).len();
         assert!(
@@ -542,19 +547,13 @@ mod tests {
         // Random files with headers between them cost little more than
         // their size, and read back.
         let gz = encode(&pool, &files, 1000);
-        let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_end(&mut back)
-            .unwrap();
+        let back = gunzip(&gz);
         assert_eq!(back, files);
         assert!(gz.len() < 8 * UNIT + 400, "{}", gz.len());
         // Ending on stored units: the final flag is on the last one.
         let tail = random(BLOCK + 70_000 - 70_000 % UNIT, 4);
         let gz = encode(&pool, &tail, BLOCK);
-        let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_end(&mut back)
-            .unwrap();
+        let back = gunzip(&gz);
         assert_eq!(back, tail);
         assert!(gz.len() < tail.len() + 100, "stored, not deflated");
     }
