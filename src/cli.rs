@@ -147,7 +147,9 @@ pub struct Cli {
     #[arg(long, value_name = "HOST", action = clap::ArgAction::Append, requires = "push")]
     pub insecure_registry: Vec<String>,
 
-    /// With --push: layers uploaded at once.
+    /// With --push: layers uploaded at once, largest first. Each holds a
+    /// layer of up to 4 MiB in memory to send it in one request (32 MiB in
+    /// all at most); longer layers stream.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub jobs: usize,
 

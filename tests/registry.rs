@@ -36,7 +36,7 @@ use serde_json::Value;
 use stream_layered_image::reference::Reference;
 use stream_layered_image::registry::{
     push, push_with_mounts, BlobDigest, BlobSource, Client, ConfigSpec, Credential, ManifestFormat,
-    ManifestSpec, Options, PushPlan, PushReport, RetryPolicy, Timeouts,
+    ManifestSpec, Options, PushPlan, PushReport, RetryPolicy, Timeouts, MAX_HELD,
 };
 
 use registry_support::blobs::{self, Layer};
@@ -272,6 +272,15 @@ fn plain_push_skopeo_and_second_push_uploads_nothing() {
     assert_eq!(media, ManifestFormat::Oci.manifest_media_type());
     assert_eq!(blobs::sha256(&bytes), report.manifest_digest);
     assert_eq!(c2.get_manifest("nope").unwrap(), None);
+}
+
+/// Held blobs are bounded in all, not per job: many jobs hold less each.
+#[test]
+fn held_memory_is_bounded_whatever_the_jobs() {
+    let with_jobs = |jobs| client("127.0.0.1:1", "held/app", &Options { jobs, ..opts() });
+    assert_eq!(with_jobs(4).whole_upload_max(), 4 << 20);
+    assert_eq!(with_jobs(64).whole_upload_max(), MAX_HELD / 64);
+    assert!(with_jobs(1000).whole_upload_max() * 1000 <= MAX_HELD);
 }
 
 /// Uploads start with the largest layer (by size hint), so the longest

@@ -111,9 +111,10 @@ pub struct Options {
     /// then an empty `PUT ?digest=`. The whole form costs the registry
     /// less: distribution 2.8 spent 1.48 CPU-s instead of 1.92 on 100 blobs
     /// of 2 MB, no upload session state stored, resumed and synced. Memory:
-    /// at most `jobs` × this, plus ~600 KiB of channel per upload; a layer
-    /// above it is never held whole. Default 4 MiB: 16 MiB held at most
-    /// with the default 4 jobs, and most layers of a Nix closure are
+    /// at most `jobs` × this, plus ~600 KiB of channel per upload, and never
+    /// more than [`MAX_HELD`] in all (with many jobs, each holds less); a
+    /// layer above it is never held whole. Default 4 MiB: 16 MiB held at
+    /// most with the default 4 jobs, and most layers of a Nix closure are
     /// smaller. 0 streams every blob but an empty one.
     pub whole_upload_max: u64,
     /// Retries on resets, 408, 429 and 5xx.
@@ -177,12 +178,16 @@ impl Default for Timeouts {
     }
 }
 
+/// The most blob bytes a push holds in memory at once, whatever the number
+/// of jobs: `--jobs 64` must not mean 64 × [`Options::whole_upload_max`].
+pub const MAX_HELD: u64 = 32 << 20;
+
 /// A client for one repository of one registry. Cheap to share between
 /// threads (`&Client` is all [`push()`](push::push) needs).
 pub struct Client {
     pub(crate) t: Transport,
     pub(crate) jobs: usize,
-    /// [`Options::whole_upload_max`].
+    /// [`Options::whole_upload_max`], at most [`MAX_HELD`] / jobs.
     pub(crate) whole_upload_max: u64,
 }
 
@@ -191,11 +196,18 @@ impl Client {
     /// credentials (see [`Options::creds`]) but sends nothing yet: the
     /// first request pings `/v2/` and learns how to authenticate.
     pub fn new(reference: &Reference, options: &Options) -> anyhow::Result<Client> {
+        let jobs = options.jobs.max(1);
         Ok(Client {
             t: Transport::new(reference, options)?,
-            jobs: options.jobs.max(1),
-            whole_upload_max: options.whole_upload_max,
+            jobs,
+            whole_upload_max: options.whole_upload_max.min(MAX_HELD / jobs as u64),
         })
+    }
+
+    /// The largest blob this client holds and sends whole (see
+    /// [`Options::whole_upload_max`] and [`MAX_HELD`]).
+    pub fn whole_upload_max(&self) -> u64 {
+        self.whole_upload_max
     }
 
     /// The registry as named in the reference (`docker.io`, `host:5000`).
