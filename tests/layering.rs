@@ -381,7 +381,8 @@ fn legacy_vectors_stream_layers() {
 #[test]
 fn decide_reads_every_graph_format() {
     let (_, v) = vectors("", "al-realistic-max20").remove(0);
-    let dir = tempdir("formats");
+    let tmp = tempdir("formats");
+    let dir = tmp.path();
     let list = serde_json::to_string(&v["graph"]).unwrap();
     std::fs::write(dir.join("list.json"), &list).unwrap();
     std::fs::write(
@@ -420,11 +421,12 @@ fn decide_reads_every_graph_format() {
     }
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sli-layering-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch directory, removed when the returned guard drops.
+fn tempdir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sli-layering-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn spec_for(dir: &Path, graph: &str, pipeline: Option<Value>) -> Spec {
@@ -443,18 +445,19 @@ const B: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b";
 
 #[test]
 fn decide_errors_name_the_input() {
-    let dir = tempdir("errors");
+    let tmp = tempdir("errors");
+    let dir = tmp.path();
     let err = |spec: &Spec| format!("{:#}", layering::decide(spec, "/nix/store", 0).unwrap_err());
 
     let dangling = format!(r#"[{{"path":"{A}","narSize":1,"references":["{B}"]}}]"#);
-    let e = err(&spec_for(&dir, &dangling, None));
+    let e = err(&spec_for(dir, &dangling, None));
     assert!(
         e.contains(B) && e.contains("not in the graph") && e.contains("g.json"),
         "{e}"
     );
 
     let outside = r#"[{"path":"/tmp/x-y","narSize":1,"references":[]}]"#;
-    let e = err(&spec_for(&dir, outside, None));
+    let e = err(&spec_for(dir, outside, None));
     assert!(
         e.contains("/tmp/x-y") && e.contains("not inside the store"),
         "{e}"
@@ -462,7 +465,7 @@ fn decide_errors_name_the_input() {
 
     let ok = format!(r#"[{{"path":"{A}","narSize":1,"references":[]}}]"#);
     let e = err(&spec_for(
-        &dir,
+        dir,
         &ok,
         Some(serde_json::json!([
             ["popularity_contest"],
@@ -475,7 +478,7 @@ fn decide_errors_name_the_input() {
     );
 
     let e = err(&spec_for(
-        &dir,
+        dir,
         &ok,
         Some(serde_json::json!([
             ["split_paths", ["/nix/store/x"]],
@@ -484,10 +487,10 @@ fn decide_errors_name_the_input() {
     ));
     assert!(e.contains("\"common\"") && e.contains("rest"), "{e}");
 
-    let e = err(&spec_for(&dir, "{\"graph\": 5}", None));
+    let e = err(&spec_for(dir, "{\"graph\": 5}", None));
     assert!(e.contains("g.json"), "{e}");
 
-    let mut spec = spec_for(&dir, &ok, None);
+    let mut spec = spec_for(dir, &ok, None);
     spec.graph = dir.join("missing.json");
     let e = err(&spec);
     assert!(
@@ -495,7 +498,7 @@ fn decide_errors_name_the_input() {
         "{e}"
     );
 
-    let mut spec = spec_for(&dir, &ok, None);
+    let mut spec = spec_for(dir, &ok, None);
     spec.max_layers = 3;
     let e = format!(
         "{:#}",
@@ -509,13 +512,14 @@ fn decide_errors_name_the_input() {
 
 #[test]
 fn pipeline_from_a_file() {
-    let dir = tempdir("pipefile");
+    let tmp = tempdir("pipefile");
+    let dir = tmp.path();
     let graph = format!(
         r#"[{{"path":"{A}","narSize":1,"references":["{B}"]}},{{"path":"{B}","narSize":2,"references":[]}}]"#
     );
     std::fs::write(dir.join("pipeline.json"), r#"[["popularity_contest"]]"#).unwrap();
     let file = dir.join("pipeline.json").to_string_lossy().into_owned();
-    let spec = spec_for(&dir, &graph, Some(Value::String(file)));
+    let spec = spec_for(dir, &graph, Some(Value::String(file)));
     let d = layering::decide(&spec, "/nix/store", 0).unwrap();
     assert_eq!(d.layers, vec![vec![B.to_owned()], vec![A.to_owned()]]);
 }
@@ -567,7 +571,8 @@ fn explain_lists_every_layer_path_size_and_total() {
 #[test]
 fn executable_streams_the_decided_layers() {
     use std::io::Read;
-    let dir = tempdir("e2e");
+    let tmp = tempdir("e2e");
+    let dir = tmp.path();
     let store = dir.join("store");
     let path = |hash: char, name: &str| {
         format!("{}/{}-{name}", store.display(), hash.to_string().repeat(32))

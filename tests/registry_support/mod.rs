@@ -40,12 +40,32 @@ impl Drop for TempDir {
 
 /// The certs.d root every test client reads (`SLI_CERTS_D`), set once per
 /// test process before any client exists; TLS tests put their CA under
-/// `127.0.0.1:PORT/ca.crt` in it.
+/// `127.0.0.1:PORT/ca.crt` in it. It lives in cargo's scratch directory for
+/// tests, one per process (a static outlives every test, so nothing can
+/// remove it at the end); those of processes that have ended are removed
+/// here instead.
 pub fn certs_d() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d =
-            std::env::temp_dir().join(format!("sli-registry-test-{}-certs.d", std::process::id()));
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let name = |pid: &str| format!("sli-registry-test-{pid}-certs.d");
+        for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let file = e.file_name();
+            let Some(pid) = file
+                .to_str()
+                .and_then(|f| f.strip_prefix("sli-registry-test-"))
+                .and_then(|f| f.strip_suffix("-certs.d"))
+            else {
+                continue;
+            };
+            if file.to_str() == Some(name(pid).as_str())
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let d = root.join(name(&std::process::id().to_string()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         std::env::set_var("SLI_CERTS_D", &d);
