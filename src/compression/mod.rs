@@ -13,7 +13,8 @@
 //!   zlib-ng's deflate) with the previous 32 KiB as dictionary and a sync
 //!   flush at its end, so blocks compress on several cores at once and
 //!   still give the same bytes whatever the thread count; runs of random
-//!   4 KiB pieces are stored rather than deflated ([`gzip`]);
+//!   512-byte units (tar records) are stored rather than deflated
+//!   ([`gzip`]);
 //! - zstd: libzstd via the `zstd` crate, level 3, single-threaded, no
 //!   checksum, no dictionary, content size unset (it is streamed).
 //!
