@@ -132,6 +132,24 @@ fn tags(t: &[&str]) -> Vec<String> {
 
 fn quiet(_: &stream_layered_image::registry::Event) {}
 
+/// Pushes `layers` (digests known, OCI manifest) to `tag`; panics on error.
+fn push_known(cl: &Client, layers: &[&Layer], tag: &str) -> PushReport {
+    push(
+        cl,
+        &plan(layers, true, ManifestFormat::Oci),
+        &tags(&[tag]),
+        &quiet,
+    )
+    .unwrap()
+}
+
+/// [`check_with_skopeo`] of an OCI push without credentials to
+/// `REPO:TAG` of `reg`.
+fn check_oci(reg: &Registry, repo_tag: &str, report: &PushReport, layers: &[&Layer]) {
+    let reference = format!("{}/{repo_tag}", reg.host());
+    check_with_skopeo(&reference, report, layers, ManifestFormat::Oci, None);
+}
+
 /// `skopeo inspect ARGS docker://REF` (TLS verification off: loopback).
 fn skopeo(args: &[&str], reference: &str, creds: Option<&str>) -> Vec<u8> {
     let mut c = Command::new("skopeo");
@@ -305,13 +323,7 @@ fn largest_layers_upload_first() {
     let cl = client(&reg.host(), "order/app", &one_job);
     let r = push(&cl, &p, &tags(&["1"]), &quiet).unwrap();
     assert_eq!(*order.lock().unwrap(), [1, 2, 0]);
-    check_with_skopeo(
-        &format!("{}/order/app:1", reg.host()),
-        &r,
-        &[&a, &b, &c],
-        ManifestFormat::Oci,
-        None,
-    );
+    check_oci(&reg, "order/app:1", &r, &[&a, &b, &c]);
 }
 
 #[test]
@@ -319,34 +331,16 @@ fn one_changed_layer_uploads_only_it() {
     let reg = Registry::start(Setup::default());
     let (a, b, c) = layers();
     let cl = client(&reg.host(), "one/leaf", &opts());
-    push(
-        &cl,
-        &plan(&[&a, &b], true, ManifestFormat::Oci),
-        &tags(&["1"]),
-        &quiet,
-    )
-    .unwrap();
+    push_known(&cl, &[&a, &b], "1");
     let before = reg.uploads();
-    let r = push(
-        &cl,
-        &plan(&[&a, &c], true, ManifestFormat::Oci),
-        &tags(&["2"]),
-        &quiet,
-    )
-    .unwrap();
+    let r = push_known(&cl, &[&a, &c], "2");
     assert_eq!(
         (r.blobs_present, r.blobs_uploaded),
         (1, 2),
         "the new layer and the config"
     );
     assert_eq!(reg.uploads() - before, 2);
-    check_with_skopeo(
-        &format!("{}/one/leaf:2", reg.host()),
-        &r,
-        &[&a, &c],
-        ManifestFormat::Oci,
-        None,
-    );
+    check_oci(&reg, "one/leaf:2", &r, &[&a, &c]);
 }
 
 /// The requests of a push after `mark`, by kind: (manifest GETs, manifest
@@ -382,13 +376,7 @@ fn unchanged_push_checks_no_blob() {
     let reg = Registry::start(Setup::default());
     let (a, b, c) = layers();
     let cl = client(&reg.host(), "same/app", &opts());
-    let first = push(
-        &cl,
-        &plan(&[&a, &b, &c], true, ManifestFormat::Oci),
-        &tags(&["t"]),
-        &quiet,
-    )
-    .unwrap();
+    let first = push_known(&cl, &[&a, &b, &c], "t");
     assert_eq!(first.previous_manifest, None, "nothing at the tag yet");
     let mark = reg.mark();
     let again = client(&reg.host(), "same/app", &opts());
@@ -450,21 +438,9 @@ fn one_leaf_change_heads_only_new_blobs() {
     let reg = Registry::start(Setup::default());
     let (a, b, c) = layers();
     let cl = client(&reg.host(), "leaf/app", &opts());
-    push(
-        &cl,
-        &plan(&[&a, &b], true, ManifestFormat::Oci),
-        &tags(&["t"]),
-        &quiet,
-    )
-    .unwrap();
+    push_known(&cl, &[&a, &b], "t");
     let (mark, uploads) = (reg.mark(), reg.uploads());
-    let r = push(
-        &cl,
-        &plan(&[&a, &c], true, ManifestFormat::Oci),
-        &tags(&["t"]),
-        &quiet,
-    )
-    .unwrap();
+    let r = push_known(&cl, &[&a, &c], "t");
     let (get, put, heads, posts, other) = kinds(&reg, mark, "leaf/app");
     assert_eq!(
         (get, put, posts),
@@ -479,13 +455,7 @@ fn one_leaf_change_heads_only_new_blobs() {
         (r.blobs_present, r.blobs_listed, r.blobs_uploaded),
         (1, 1, 2)
     );
-    check_with_skopeo(
-        &format!("{}/leaf/app:t", reg.host()),
-        &r,
-        &[&a, &c],
-        ManifestFormat::Oci,
-        None,
-    );
+    check_oci(&reg, "leaf/app:t", &r, &[&a, &c]);
 }
 
 /// A tag holding an index, junk, or a manifest whose bytes do not match
@@ -496,13 +466,7 @@ fn unusable_tag_manifest_means_heads() {
     let reg = Registry::start(Setup::default());
     let (a, b, _) = layers();
     let cl = client(&reg.host(), "odd/app", &opts());
-    let first = push(
-        &cl,
-        &plan(&[&a, &b], true, ManifestFormat::Oci),
-        &tags(&["x"]),
-        &quiet,
-    )
-    .unwrap();
+    let first = push_known(&cl, &[&a, &b], "x");
     // An image index at tag t, naming the image.
     let index = serde_json::json!({
         "schemaVersion": 2,
@@ -518,13 +482,7 @@ fn unusable_tag_manifest_means_heads() {
     cl.put_manifest("t", "application/vnd.oci.image.index.v1+json", &index_bytes)
         .unwrap();
     let mark = reg.mark();
-    let r = push(
-        &cl,
-        &plan(&[&a, &b], true, ManifestFormat::Oci),
-        &tags(&["t"]),
-        &quiet,
-    )
-    .unwrap();
+    let r = push_known(&cl, &[&a, &b], "t");
     let (get, put, heads, posts, _) = kinds(&reg, mark, "odd/app");
     assert_eq!(
         (get, put, heads.len(), posts),
@@ -534,13 +492,7 @@ fn unusable_tag_manifest_means_heads() {
     );
     assert_eq!((r.blobs_present, r.blobs_listed), (3, 0));
     assert_eq!(r.previous_manifest, None);
-    check_with_skopeo(
-        &format!("{}/odd/app:t", reg.host()),
-        &r,
-        &[&a, &b],
-        ManifestFormat::Oci,
-        None,
-    );
+    check_oci(&reg, "odd/app:t", &r, &[&a, &b]);
 
     // Junk, or the real manifest under a wrong digest, from a proxy.
     let (_, real) = cl.get_manifest("x").unwrap().unwrap();
@@ -619,13 +571,7 @@ fn vanished_blob_is_checked_again() {
         events.lock().unwrap()
     );
     assert!(cl.blob_exists(&a.digest).unwrap());
-    check_with_skopeo(
-        &format!("{}/gone/app:t", reg.host()),
-        &r,
-        &[&a, &b],
-        ManifestFormat::Oci,
-        None,
-    );
+    check_oci(&reg, "gone/app:t", &r, &[&a, &b]);
 }
 
 /// A new tag (one per build): no tag holds a manifest, but the caller
@@ -637,13 +583,7 @@ fn new_tag_uses_earlier_manifests() {
     let reg = Registry::start(Setup::default());
     let (a, b, c) = layers();
     let cl = client(&reg.host(), "builds/app", &opts());
-    let first = push(
-        &cl,
-        &plan(&[&a, &b], true, ManifestFormat::Oci),
-        &tags(&["build-1"]),
-        &quiet,
-    )
-    .unwrap();
+    let first = push_known(&cl, &[&a, &b], "build-1");
     let missing = format!("sha256:{}", "5".repeat(64));
     let remembered = vec![
         missing.clone(),
@@ -690,13 +630,7 @@ fn new_tag_uses_earlier_manifests() {
     let r = push(&cl, &p, &tags(&["build-2"]), &quiet).unwrap();
     let (get, _, heads, _, _) = kinds(&reg, mark, "builds/app");
     assert_eq!((get, heads.len(), r.blobs_listed), (1, 0, 3));
-    check_with_skopeo(
-        &format!("{}/builds/app:build-2", reg.host()),
-        &r,
-        &[&a, &c],
-        ManifestFormat::Oci,
-        None,
-    );
+    check_oci(&reg, "builds/app:build-2", &r, &[&a, &c]);
 }
 
 #[test]
@@ -778,13 +712,7 @@ fn tls_generated_ca_bad_tls_and_insecure() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(reg.ca.as_ref().unwrap(), dir.join("ca.crt")).unwrap();
     let trusted = client(&host, "tls/app", &opts());
-    let r = push(
-        &trusted,
-        &plan(&[&a], true, ManifestFormat::Oci),
-        &tags(&["t"]),
-        &quiet,
-    )
-    .unwrap();
+    let r = push_known(&trusted, &[&a], "t");
     check_with_skopeo(
         &format!("{host}/tls/app:t"),
         &r,
@@ -799,13 +727,7 @@ fn tls_generated_ca_bad_tls_and_insecure() {
         ..opts()
     };
     let insecure = client(&host, "tls/app", &o);
-    let r2 = push(
-        &insecure,
-        &plan(&[&a], true, ManifestFormat::Oci),
-        &tags(&["u"]),
-        &quiet,
-    )
-    .unwrap();
+    let r2 = push_known(&insecure, &[&a], "u");
     assert_eq!(r2.blobs_present, 2);
 }
 
@@ -966,13 +888,7 @@ fn faults_reset_500_429_still_push() {
         },
     );
     let start = Instant::now();
-    let r = push(
-        &c,
-        &plan(&[&b, &a], true, ManifestFormat::Oci),
-        &tags(&["t"]),
-        &quiet,
-    )
-    .unwrap();
+    let r = push_known(&c, &[&b, &a], "t");
     assert!(
         start.elapsed() >= Duration::from_secs(1),
         "Retry-After was honoured"
@@ -983,13 +899,7 @@ fn faults_reset_500_429_still_push() {
         "the cut PATCH was redone: {:?}",
         proxy.seen.lock().unwrap()
     );
-    check_with_skopeo(
-        &format!("{}/faults/app:t", reg.host()),
-        &r,
-        &[&b, &a],
-        ManifestFormat::Oci,
-        None,
-    );
+    check_oci(&reg, "faults/app:t", &r, &[&b, &a]);
 }
 
 #[test]
@@ -1206,13 +1116,7 @@ fn monolithic_fallback() {
     assert_eq!(r.blobs_uploaded, 3);
     assert_eq!(proxy.count("PATCH "), 1, "{:?}", proxy.seen.lock().unwrap());
     assert_eq!(reg.uploads(), 3);
-    check_with_skopeo(
-        &format!("{}/mono/app:t", reg.host()),
-        &r,
-        &[&a, &b],
-        ManifestFormat::Oci,
-        None,
-    );
+    check_oci(&reg, "mono/app:t", &r, &[&a, &b]);
 }
 
 /// Blobs of at most `whole_upload_max` bytes go as `POST` + one `PUT`
@@ -1274,13 +1178,7 @@ fn reset_mid_whole_put_is_retried() {
     });
     let via = format!("127.0.0.1:{}", proxy.port);
     let c = client(&via, "cut/whole", &Options { jobs: 1, ..opts() });
-    let r = push(
-        &c,
-        &plan(&[&b, &a], true, ManifestFormat::Oci),
-        &tags(&["t"]),
-        &quiet,
-    )
-    .unwrap();
+    let r = push_known(&c, &[&b, &a], "t");
     assert_eq!(r.blobs_uploaded, 3);
     // No PATCH; the cut upload's POST and PUT once more.
     let seen = proxy.seen.lock().unwrap().clone();
@@ -1292,13 +1190,7 @@ fn reset_mid_whole_put_is_retried() {
         assert_eq!(proxy.count(request), n, "{request}: {seen:?}");
     }
     assert_eq!(reg.uploads(), 3);
-    check_with_skopeo(
-        &format!("{}/cut/whole:t", reg.host()),
-        &r,
-        &[&b, &a],
-        ManifestFormat::Oci,
-        None,
-    );
+    check_oci(&reg, "cut/whole:t", &r, &[&b, &a]);
 }
 
 /// 2xx with another digest than ours, or a digest error: never retried,
