@@ -566,6 +566,31 @@ fn cache_skips_a_read_and_catches_tampering() {
     let fixed = fixed.expect("recovers after dropping entries");
     assert!(fixed == warm.stdout, "same image after recovery");
 
+    // Same tar, wrong compressed digest: the error names the blob.
+    let gz_out = fx.root.join("gz.tar");
+    let gz = [
+        "--format",
+        "oci",
+        "--layer-compression",
+        "gzip",
+        "-o",
+        gz_out.to_str().unwrap(),
+    ];
+    ok(stream(&fx, &cache, &gz));
+    fs::remove_file(&gz_out).unwrap();
+    let key = "gzip-blocks-3";
+    let entry = entries
+        .iter()
+        .find(|p| value(&fs::read(p).unwrap())["blobs"].get(key).is_some())
+        .expect("a gzip blob recorded");
+    let mut lie = value(&fs::read(entry).unwrap());
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    lie["blobs"][key]["digest"] = Value::String(wrong.clone());
+    fs::write(entry, serde_json::to_vec(&lie).unwrap()).unwrap();
+    let bad = stream(&fx, &cache, &gz);
+    one_line_error(&bad, &format!("its {key} blob: recorded {wrong}"));
+    assert!(!gz_out.exists(), "no partial output");
+
     // A damaged entry, or one moved to another key's file, is ignored
     // with a warning.
     let now: Vec<PathBuf> = fs::read_dir(cache.join("layers-v1"))
