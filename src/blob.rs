@@ -146,7 +146,10 @@ pub fn settle(img: &Image, i: usize, learnt: &Facts) -> Result<()> {
         let size_differs =
             known.size != 0 && (known.size != learnt.size || known.stored != learnt.stored);
         if known.diff_id != learnt.diff_id || size_differs || blob_differs {
-            if let Origin::Customisation = spec.origin {
+            // The checksum file disagreeing with the bytes is the layer
+            // changing; a wrong size or blob digest with the right diff_id
+            // is a bad cache entry like any other (dropped below).
+            if matches!(spec.origin, Origin::Customisation) && known.diff_id != learnt.diff_id {
                 bail!(
                     "customisation layer {}: changed while streaming (checksum says {}, streamed {})",
                     img.customisation.layer_tar.display(),
