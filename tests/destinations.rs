@@ -580,7 +580,7 @@ fn cache_skips_a_read_and_catches_tampering() {
     fs::remove_file(&gz_out).unwrap();
     // Every entry, the customisation layer's too: that one is a bad
     // cache entry as well, not a changed layer.
-    let key = "gzip-blocks-3";
+    let key = "gzip-blocks-4";
     let wrong = format!("sha256:{}", "0".repeat(64));
     let mut lied = 0;
     for entry in &entries {
@@ -670,7 +670,7 @@ fn digests_file_round_trip_and_misuse() {
     let digests = value(&fs::read(&file).unwrap());
     assert_eq!(digests["version"], 1);
     assert_eq!(digests["layers"].as_array().unwrap().len(), 3);
-    assert!(digests["layers"][0]["blobs"]["gzip-blocks-3"]["digest"].is_string());
+    assert!(digests["layers"][0]["blobs"]["gzip-blocks-4"]["digest"].is_string());
 
     let dir = fx.root.join("layout");
     let d = dir.display().to_string();

@@ -354,7 +354,7 @@ fn push_from_image_with_digests_reads_no_base_layer() {
         assert_eq!(layers[0].get("stored"), None, "the plain base layer");
         // Blobs we compress are keyed by our encoder, stored ones by codec.
         let key = if codec == "gzip" {
-            "gzip-blocks-3"
+            "gzip-blocks-4"
         } else {
             codec
         };

@@ -107,6 +107,9 @@ pub fn answers(program: &str, args: &[&str]) -> bool {
 /// One finished, timed run.
 pub struct Timed {
     pub wall: Duration,
+    /// CPU time (user + system) of the timed command and the children it
+    /// waited for.
+    pub cpu: Duration,
     /// Peak RSS of the timed command (the producer of a pipe), KiB.
     pub max_rss_kib: u64,
     pub stdout: String,
@@ -133,6 +136,7 @@ pub fn timed(what: &str, mut cmd: Command, scratch: &Path) -> Result<Timed, Stri
     }
     Ok(Timed {
         wall,
+        cpu: usage.cpu,
         max_rss_kib: usage.max_rss_kib,
         stdout,
         stderr,
@@ -187,6 +191,7 @@ pub fn timed_pipe(
     }
     Ok(Timed {
         wall,
+        cpu: usage.cpu,
         max_rss_kib: usage.max_rss_kib,
         stdout: fs::read_to_string(&out_path).unwrap_or_default(),
         stderr,
@@ -229,6 +234,11 @@ pub fn store_bytes_read(stderr: &str) -> Option<u64> {
 #[derive(Default)]
 pub struct Best {
     pub best: Option<Duration>,
+    /// CPU time of the best run.
+    pub cpu: Duration,
+    /// CPU time of a server the best run talked to (a registry), when
+    /// measured ([`Best::add_with_server`]).
+    pub server_cpu: Option<Duration>,
     pub max_rss_kib: u64,
     /// Store bytes read in the best run (`-v`), when reported.
     pub store_bytes: Option<u64>,
@@ -238,8 +248,15 @@ pub struct Best {
 
 impl Best {
     pub fn add(&mut self, t: &Timed) {
+        self.add_with_server(t, None);
+    }
+
+    /// [`Best::add`], with the CPU time a server spent during the run.
+    pub fn add_with_server(&mut self, t: &Timed, server_cpu: Option<Duration>) {
         if self.best.is_none_or(|b| t.wall < b) {
             self.best = Some(t.wall);
+            self.cpu = t.cpu;
+            self.server_cpu = server_cpu;
             self.store_bytes = store_bytes_read(&t.stderr);
             self.stderr = t.stderr.clone();
         }

@@ -13,8 +13,9 @@
 //!   zlib-ng's deflate) with the previous 32 KiB as dictionary and a sync
 //!   flush at its end, so blocks compress on several cores at once and
 //!   still give the same bytes whatever the thread count; runs of random
-//!   512-byte units (tar records) are stored rather than deflated
-//!   ([`gzip`]);
+//!   512-byte units (tar records) are stored rather than deflated, and
+//!   short runs beside them written in the fixed Huffman code by our own
+//!   small encoder ([`gzip`]);
 //! - zstd: libzstd via the `zstd` crate, level 3, single-threaded, no
 //!   checksum, no dictionary, content size unset (it is streamed).
 //!
@@ -23,6 +24,7 @@
 //! are compressed at once or on how many threads help.
 #![warn(missing_docs)]
 
+mod blocks;
 pub mod gzip;
 
 use std::io::{self, Write};
@@ -53,13 +55,15 @@ impl Codec {
     /// The key of this codec's blobs in the cache and digests files. It
     /// names the pinned encoder, not just the format: when an encoder's
     /// bytes change (gzip became block-parallel, then stored random runs
-    /// by tar record, then checked repeats first), the key changes, so
-    /// blob digests recorded by an older version are ignored instead of
-    /// being taken for names of blobs this version no longer writes.
+    /// by tar record, then checked repeats first, then wrote the short
+    /// runs between stored ones in the fixed Huffman code), the key
+    /// changes, so blob digests recorded by an older version are ignored
+    /// instead of being taken for names of blobs this version no longer
+    /// writes.
     pub fn fact_key(self) -> &'static str {
         match self {
             Codec::None => "none",
-            Codec::Gzip => "gzip-blocks-3",
+            Codec::Gzip => "gzip-blocks-4",
             Codec::Zstd => "zstd",
         }
     }
