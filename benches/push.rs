@@ -1,7 +1,7 @@
 //! `cargo bench --bench push`: pushing to a registry (issue 8), in one run,
 //! to Debian's `docker-registry` (distribution 2.8) started here on
-//! 127.0.0.1 (a free port, storage in a temporary directory, killed at the
-//! end), with the load bench's images (the store + one small app path as
+//! 127.0.0.1 (a free port, storage in a temporary directory on tmpfs,
+//! killed at the end), with the load bench's images (the store + one small app path as
 //! the last store layer; see `common/incremental.rs`):
 //!
 //! - ours, cold: `ours conf-a --push 127.0.0.1:PORT/sli-bench/STORE:a -v`
