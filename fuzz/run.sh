@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 seconds=${1:-25}
 shift || true
 targets=("$@")
-if [ ${#targets[@]} -eq 0 ]; then targets=(conf graph pipeline base_image tar_names); fi
+if [ ${#targets[@]} -eq 0 ]; then targets=(conf graph pipeline base_image tar_names gzip_layers); fi
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz >/dev/null 2>&1
 export RUSTC_BOOTSTRAP=1

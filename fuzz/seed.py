@@ -78,3 +78,9 @@ for i, (k, name, link) in enumerate([
     (0, b"/nix/store/abc-x/\xe9t\xe9", b""),
 ]):
     put("tar_names", f"seed-{i}", bytes([k]) + name + b"\0" + link)
+
+# gzip_layers: recipes (tag, length) of random units, byte runs, text,
+# copies and raw bytes, including ones that cross the 256 KiB block edge.
+put("gzip_layers", "headers-between-random", bytes([0, 2, 1, 20, 0, 1, 2, 50, 3, 5, 0, 200, 4, 9]))
+put("gzip_layers", "across-blocks", bytes([0, 255, 2, 3, 0, 255, 1, 1, 0, 40, 3, 200, 2, 255]))
+put("gzip_layers", "text", bytes([2, 255, 3, 7, 1, 255, 2, 9]))
