@@ -65,5 +65,8 @@ fuzz_target!(|recipe: &[u8]| {
         .read_to_end(&mut back)
         .expect("our gzip must decode");
     assert!(back == layer, "round trip of {} bytes", layer.len());
-    assert!(encode(usize::MAX) == gz, "bytes depend on how writes were cut");
+    assert!(
+        encode(usize::MAX) == gz,
+        "bytes depend on how writes were cut"
+    );
 });
