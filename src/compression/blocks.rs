@@ -76,21 +76,28 @@ pub fn fixed_into(out: &mut Vec<u8>, data: &[u8], end_stream: bool) {
     } else {
         bits.align();
     }
-    // Incompressible input: stored blocks cost 5 bytes per 65,535, and the
-    // sync marker is not needed after them (they end byte-aligned).
-    let stored = data.len() + 5 * data.len().div_ceil(65_535).max(1);
-    if out.len() - start > stored {
+    // Incompressible input: stored blocks end byte-aligned, so no sync
+    // marker is needed after them.
+    if out.len() - start > stored_len(data.len()) {
         out.truncate(start);
         stored_into(out, data, end_stream);
     }
 }
 
+/// The most bytes one stored block holds.
+const STORED_MAX: usize = 65_535;
+
+/// What [`stored_into`] appends for `n` bytes: a 5-byte header per block
+/// of at most [`STORED_MAX`] bytes, and one block even for none.
+fn stored_len(n: usize) -> usize {
+    n + 5 * n.div_ceil(STORED_MAX).max(1)
+}
+
 /// Appends `data` as stored blocks (at most 65,535 bytes each), starting
 /// on a byte boundary; the last is final when `end_stream`.
 pub fn stored_into(out: &mut Vec<u8>, data: &[u8], end_stream: bool) {
-    const MAX: usize = 65_535;
-    out.reserve(data.len() + data.len() / MAX * 5 + 5);
-    let mut chunks = data.chunks(MAX).peekable();
+    out.reserve(stored_len(data.len()));
+    let mut chunks = data.chunks(STORED_MAX).peekable();
     // No data still makes one (empty) block, so a final flag is written.
     if chunks.peek().is_none() {
         out.extend_from_slice(&[u8::from(end_stream), 0, 0, 0xff, 0xff]);
@@ -320,6 +327,26 @@ mod tests {
             data.truncate(target);
             let cut = (next() as usize) % (data.len() + 1);
             round_trip(&[&data[..cut], &data[cut..]]);
+        }
+    }
+
+    /// Stored blocks read back, and take the room `stored_len` says (the
+    /// choice between fixed and stored rests on it).
+    #[test]
+    fn stored_blocks() {
+        for n in [
+            0,
+            1,
+            STORED_MAX - 1,
+            STORED_MAX,
+            STORED_MAX + 1,
+            3 * STORED_MAX + 7,
+        ] {
+            let data: Vec<u8> = (0..n).map(|i| (i * 31 % 256) as u8).collect();
+            let mut out = Vec::new();
+            stored_into(&mut out, &data, true);
+            assert_eq!(out.len(), stored_len(n), "{n} bytes");
+            assert_eq!(inflate(&out), data);
         }
     }
 

@@ -269,7 +269,7 @@ fn deflate_block(dictionary: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u
 }
 
 /// Bytes per unit the stored-or-deflated decision is made for: a tar
-/// record, so a header between two files' random contents is deflated
+/// record, so a header between two files' random contents is compressed
 /// alone while the contents around it are stored.
 const UNIT: usize = 512;
 /// The longest island: a non-random run next to a stored one that is
