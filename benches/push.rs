@@ -1,8 +1,8 @@
 //! `cargo bench --bench push`: pushing to a registry (issue 8), in one run,
 //! to Debian's `docker-registry` (distribution 2.8) started here on
 //! 127.0.0.1 (a free port, storage in a temporary directory on tmpfs,
-//! killed at the end), with the load bench's images (the store + one small app path as
-//! the last store layer; see `common/incremental.rs`):
+//! killed at the end), with the load bench's images (the store + one small
+//! app path as the last store layer; see `common/incremental.rs`):
 //!
 //! - ours, cold: `ours conf-a --push 127.0.0.1:PORT/sli-bench/STORE:a -v`
 //!   into an empty registry with an empty digest cache;
@@ -154,16 +154,20 @@ impl Drop for Registry {
 /// to a registry elsewhere never pays, which would blur the comparison of
 /// the two clients. Both contenders push to the same kind of registry.
 fn registry_dir(scratch: &Path) -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    if registry_on_disk() || !shm.is_dir() {
-        scratch.join("registry")
+    if registry_on_tmpfs() {
+        Path::new(SHM).join(format!("sli-bench-registry-{}", std::process::id()))
     } else {
-        shm.join(format!("sli-bench-registry-{}", std::process::id()))
+        scratch.join("registry")
     }
 }
 
-fn registry_on_disk() -> bool {
-    std::env::var("SLI_BENCH_REGISTRY_STORAGE").is_ok_and(|v| v == "disk")
+const SHM: &str = "/dev/shm";
+
+/// Whether [`registry_dir`] is on tmpfs: unless asked for the disk, or
+/// there is no `/dev/shm`.
+fn registry_on_tmpfs() -> bool {
+    let disk = std::env::var("SLI_BENCH_REGISTRY_STORAGE").is_ok_and(|v| v == "disk");
+    !disk && Path::new(SHM).is_dir()
 }
 
 /// `GET /v2/` answers 200.
@@ -209,10 +213,10 @@ fn bench() -> Result<(), String> {
     );
     println!(
         "  registry storage: {}",
-        if registry_on_disk() || !Path::new("/dev/shm").is_dir() {
-            "disk (the bench's scratch directory)"
-        } else {
+        if registry_on_tmpfs() {
             "tmpfs (/dev/shm; SLI_BENCH_REGISTRY_STORAGE=disk for the disk)"
+        } else {
+            "disk (the bench's scratch directory)"
         }
     );
     if !has_push {
