@@ -122,7 +122,8 @@ impl Prepared {
             .map(BaseImage::open)
             .transpose()?;
         let base_count = base.as_ref().map_or(0, |b| b.layers().len());
-        let (store_layers, nar_hashes) = decide_layers(&conf, base_count, cli.explain_layers)?;
+        let (store_layers, nar_sizes, nar_hashes) =
+            decide_layers(&conf, base_count, cli.explain_layers)?;
         // The tag as Docker parses it; a warning beyond Docker's 125 layers.
         conf::check_image(
             cli.repo_tag_or(&conf.repo_tag),
@@ -139,6 +140,7 @@ impl Prepared {
         let layers = model::layer_specs(
             base.as_ref(),
             &store_layers,
+            &nar_sizes,
             &customisation,
             &customisation_dir,
             &conf.store_dir,
@@ -503,8 +505,9 @@ fn summary(w: &Written, platform: Option<&str>, started: Instant) -> String {
     )
 }
 
-/// The store layers, and each store path's NAR hash where the graph says.
-type Decided = (Vec<Vec<String>>, HashMap<String, String>);
+/// The store layers, each one's NAR size and each store path's NAR hash,
+/// where the graph says.
+type Decided = (Vec<Vec<String>>, Vec<u64>, HashMap<String, String>);
 
 /// The store layers: the conf's `store_layers`, or decided from the graph.
 fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Decided> {
@@ -517,7 +520,7 @@ fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Decide
                      decided when the image was built; there is nothing to explain\n",
                 );
             }
-            Ok((layers.clone(), HashMap::new()))
+            Ok((layers.clone(), Vec::new(), HashMap::new()))
         }
         (None, Some(spec)) => {
             let spec = layering::Spec {
@@ -532,7 +535,8 @@ fn decide_layers(conf: &Conf, base_count: usize, explain: bool) -> Result<Decide
                     to_stderr(&format!("stream-layered-image: warning: {w}\n"));
                 }
             }
-            Ok((d.layers, d.nar_hashes))
+            let sizes = d.nar_sizes.iter().map(|s| s.iter().sum()).collect();
+            Ok((d.layers, sizes, d.nar_hashes))
         }
         (None, None) => bail!("conf: needs `store_layers` or `layering`"),
     }

@@ -42,6 +42,9 @@ pub struct LayerSpec {
     /// Names its bytes for the digest cache ([`LayerKey`] says how, per
     /// kind of layer).
     pub key: Option<LayerKey>,
+    /// The sum of its store paths' NAR sizes, where the reference graph
+    /// gives them: close to its tar size, known without reading the store.
+    pub nar_size: Option<u64>,
 }
 
 /// One layer as written.
@@ -246,10 +249,13 @@ pub trait Destination {
 /// The layer specs of an image in order: the base image's layers, one per
 /// store layer, then the customisation layer. `nar_hash` gives a store
 /// path's NAR hash when the reference graph has it (it pins the bytes
-/// across machines in the layer's key).
+/// across machines in the layer's key); `nar_sizes`, parallel to
+/// `store_layers` or empty, their NAR sizes.
+#[allow(clippy::too_many_arguments)]
 pub fn layer_specs(
     base: Option<&BaseImage>,
     store_layers: &[Vec<String>],
+    nar_sizes: &[u64],
     customisation: &Customisation,
     customisation_dir: &str,
     store_dir: &str,
@@ -271,20 +277,23 @@ pub fn layer_specs(
                     &l.member,
                     &l.diff_id,
                 )),
+                nar_size: None,
             });
         }
     }
-    for paths in store_layers {
+    for (i, paths) in store_layers.iter().enumerate() {
         specs.push(LayerSpec {
             origin: Origin::Store(paths.clone()),
             history: paths.clone(),
             key: Some(LayerKey::store(paths, nar_hash, store_dir, owner)),
+            nar_size: nar_sizes.get(i).copied(),
         });
     }
     specs.push(LayerSpec {
         origin: Origin::Customisation,
         history: vec![customisation_dir.to_owned()],
         key: Some(LayerKey::diff_id(&customisation.diff_id)),
+        nar_size: None,
     });
     specs
 }
