@@ -356,6 +356,62 @@ fn oci_and_dual_archives_read_with_skopeo_umoci_and_podman() {
     fx.cleanup();
 }
 
+/// A zstd layer longer than one frame's piece (2 MiB of tar) is several
+/// frames in one blob: decoders read them as one stream (the diff_id in the
+/// config is the sha256 of all of it), podman loads it with the
+/// docker-archive's image ID, and the bytes do not depend on the threads.
+#[test]
+fn zstd_layers_of_several_frames_read_as_one() {
+    let Some(fx) = Fixture::build("dest-zstd-frames") else {
+        return;
+    };
+    // 5 MiB in the busybox path: its layer needs three frames.
+    let text: String = (0..100_000)
+        .map(|i| format!("line {i} of a large file in the store\n"))
+        .collect();
+    let big = fx.store_dir.join(BUSYBOX_PATH).join("share/large.txt");
+    fs::create_dir_all(big.parent().unwrap()).unwrap();
+    fs::write(&big, &text.repeat(2).as_bytes()[..5 << 20]).unwrap();
+    let cache = cache_dir(&fx, "zstd-frames");
+    let id = docker_image_id(&fx, &cache);
+    let args = ["--format", "oci", "--layer-compression", "zstd"];
+    let out = ok(stream(&fx, &cache, &args));
+    let m = members(&out.stdout);
+    let index = value(&m["index.json"]);
+    let manifest = value(blob(&m, index["manifests"][0]["digest"].as_str().unwrap()));
+    assert_eq!(manifest["config"]["digest"], id.as_str());
+    let config = value(blob(&m, &id));
+    let first = &manifest["layers"][0];
+    let bytes = blob(&m, first["digest"].as_str().unwrap());
+    let frame = zstd::zstd_safe::find_frame_compressed_size(bytes).unwrap();
+    assert!(frame < bytes.len(), "one frame of {} bytes", bytes.len());
+    let plain = zstd::decode_all(bytes).unwrap();
+    assert!(plain.len() > 5 << 20);
+    assert_eq!(
+        config["rootfs"]["diff_ids"][0],
+        format!("sha256:{}", sha256_hex(&plain))
+    );
+    let one = Command::new(exe())
+        .arg(&fx.conf)
+        .arg("--cache")
+        .arg(&cache)
+        .args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(ok(one).stdout == out.stdout, "one thread wrote other bytes");
+    if tool_works("podman", &["--version"]) {
+        let path = fx.root.join("zstd-frames.tar");
+        fs::write(&path, &out.stdout).unwrap();
+        let (loaded, _guard) = podman_load(&path);
+        let got = run(Command::new("podman").args(["image", "inspect", "-f", "{{.Id}}", &loaded]));
+        assert_eq!(format!("sha256:{}", got.trim()), id, "podman");
+    } else {
+        skipped("zstd_layers_of_several_frames_read_as_one", "no podman");
+    }
+    fx.cleanup();
+}
+
 /// `--oci-dir`: umoci unpacks it and skopeo copies it into Docker; a second
 /// image with another tag joins the index; a rewrite with a warm cache
 /// reads no store byte and leaves the blobs untouched.

@@ -353,10 +353,9 @@ fn push_from_image_with_digests_reads_no_base_layer() {
         assert_eq!(layers.len(), 5, "one entry per layer, base layers too");
         assert_eq!(layers[0].get("stored"), None, "the plain base layer");
         // Blobs we compress are keyed by our encoder, stored ones by codec.
-        let key = if codec == "gzip" {
-            "gzip-blocks-4"
-        } else {
-            codec
+        let key = match codec {
+            "gzip" => "gzip-blocks-4",
+            _ => "zstd-frames-1",
         };
         assert!(layers[0]["blobs"].get(key).is_some(), "{file}");
         assert_eq!(layers[1]["stored"], "gzip", "the gzip-stored base layer");

@@ -34,14 +34,13 @@
 //! are computed in order on the caller's thread (CRC-32 runs at several
 //! GB/s, far ahead of deflate).
 
-use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 use super::blocks;
+use super::parallel::{shared_pool, InOrder, Pool};
 
 /// Input bytes per independently compressed block. Part of the pinned
 /// format: changing it changes every gzip blob digest.
@@ -54,86 +53,17 @@ pub const LEVEL: u32 = 6;
 /// OS 255 (unknown), as `flate2::GzBuilder` writes it.
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
-/// The threads that deflate blocks, shared by every encoder in the
-/// process: as many as rayon's (so `RAYON_NUM_THREADS` bounds both).
-fn shared_pool() -> &'static Arc<Pool> {
-    static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
-    POOL.get_or_init(|| Arc::new(pool(rayon::current_num_threads())))
-}
-
-/// A deflate pool of `threads` threads.
-fn pool(threads: usize) -> Pool {
-    Pool::new(threads.max(1))
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A plain pool of threads that sleep while there is no block. Not
-/// rayon's: its workers may be busy producing the very layers whose
-/// blocks wait here, and idle rayon workers spin (`sched_yield`), which
-/// costs the CPU a registry or daemon on the same machine needs.
-struct Pool {
-    jobs: std::sync::Mutex<mpsc::Sender<Job>>,
-    threads: usize,
-}
-
-impl Pool {
-    fn new(threads: usize) -> Pool {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        for i in 0..threads {
-            let rx = Arc::clone(&rx);
-            // A thread that cannot start leaves the others to do its share;
-            // with none at all, jobs run on the caller's thread (below).
-            let _ = std::thread::Builder::new()
-                .name(format!("gzip-{i}"))
-                .spawn(move || loop {
-                    // The lock is held only while waiting for a job.
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        // The pool was dropped.
-                        Err(_) => return,
-                    }
-                });
-        }
-        Pool {
-            jobs: std::sync::Mutex::new(tx),
-            threads,
-        }
-    }
-
-    fn spawn(&self, job: Job) {
-        let failed = match self.jobs.lock() {
-            Ok(tx) => tx.send(job).err().map(|e| e.0),
-            Err(_) => Some(job),
-        };
-        // No thread to take it (none could start): run it here.
-        if let Some(job) = failed {
-            job();
-        }
-    }
-}
-
 /// Streams a gzip member into `W`, deflating blocks in parallel.
 pub struct GzipEncoder<W: Write> {
-    out: W,
-    pool: Arc<Pool>,
+    /// Blocks on the pool, written out in order after the header.
+    blocks: InOrder<W>,
     /// The block being filled.
     block: Vec<u8>,
     /// The last [`DICTIONARY`] bytes of the previous block.
     dictionary: Arc<Vec<u8>>,
-    /// Blocks handed to the pool, oldest first; written out in this order.
-    pending: VecDeque<Receiver<io::Result<Vec<u8>>>>,
-    /// How many blocks may be in flight (bounds memory to a few MiB).
-    max_pending: usize,
     crc: crc32fast::Hasher,
     /// Input bytes so far (the trailer's ISIZE).
     size: u64,
-    header_written: bool,
 }
 
 impl<W: Write> GzipEncoder<W> {
@@ -143,19 +73,12 @@ impl<W: Write> GzipEncoder<W> {
     }
 
     fn on(out: W, pool: Arc<Pool>) -> GzipEncoder<W> {
-        // One more block than threads keeps every thread busy while the
-        // oldest block is written out.
-        let max_pending = pool.threads + 1;
         GzipEncoder {
-            out,
-            pool,
+            blocks: InOrder::new(out, pool, &HEADER),
             block: Vec::with_capacity(BLOCK),
             dictionary: Arc::new(Vec::new()),
-            pending: VecDeque::new(),
-            max_pending,
             crc: crc32fast::Hasher::new(),
             size: 0,
-            header_written: false,
         }
     }
 
@@ -166,54 +89,20 @@ impl<W: Write> GzipEncoder<W> {
             &mut self.dictionary,
             Arc::new(block[block.len().saturating_sub(DICTIONARY)..].to_vec()),
         );
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.pool.spawn(Box::new(move || {
-            // The receiver may be gone (the encoder was dropped mid-way).
-            let _ = tx.send(deflate_block(&dictionary, &block, last));
-        }));
-        self.pending.push_back(rx);
-        while self.pending.len() >= self.max_pending {
-            self.write_oldest()?;
-        }
-        // Pass on whatever is already done, without waiting.
-        while let Some(Ok(done)) = self.pending.front().map(Receiver::try_recv) {
-            self.pending.pop_front();
-            self.emit(done?)?;
-        }
-        Ok(())
-    }
-
-    /// Waits for the oldest block and writes it out.
-    fn write_oldest(&mut self) -> io::Result<()> {
-        let Some(rx) = self.pending.pop_front() else {
-            return Ok(());
-        };
-        let done = rx
-            .recv()
-            .map_err(|_| io::Error::other("a gzip thread stopped"))??;
-        self.emit(done)
-    }
-
-    fn emit(&mut self, compressed: Vec<u8>) -> io::Result<()> {
-        if !self.header_written {
-            self.out.write_all(&HEADER)?;
-            self.header_written = true;
-        }
-        self.out.write_all(&compressed)
+        self.blocks
+            .submit(move || deflate_block(&dictionary, &block, last))
     }
 
     /// Ends the member (last block, CRC-32 and size) and returns the writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.submit(true)?;
-        while !self.pending.is_empty() {
-            self.write_oldest()?;
-        }
+        let mut out = self.blocks.finish()?;
         let mut trailer = [0u8; 8];
         trailer[..4].copy_from_slice(&self.crc.finalize().to_le_bytes());
         // ISIZE: the input size modulo 2^32.
         trailer[4..].copy_from_slice(&(self.size as u32).to_le_bytes());
-        self.out.write_all(&trailer)?;
-        Ok(self.out)
+        out.write_all(&trailer)?;
+        Ok(out)
     }
 }
 
@@ -232,7 +121,7 @@ impl<W: Write> Write for GzipEncoder<W> {
     /// Writes out the blocks already compressed; a partial block stays,
     /// since cutting it here would make the bytes depend on flush timing.
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.blocks.flush()
     }
 }
 
@@ -552,7 +441,7 @@ mod tests {
         let t = tokens(BLOCK, 4);
         let units = stored_units(&t);
         assert!(units[8..].bytes().all(|c| c == b'd'), "{units}");
-        let pool = Arc::new(pool(2));
+        let pool = Arc::new(Pool::new(2));
         let ours = encode(&pool, &t, BLOCK).len();
         let mut whole = flate2::write::GzEncoder::new(Vec::new(), Compression::new(LEVEL));
         whole.write_all(&t).unwrap();
@@ -591,7 +480,7 @@ mod tests {
 
     #[test]
     fn round_trips_at_block_edges() {
-        let one = Arc::new(pool(1));
+        let one = Arc::new(Pool::new(1));
         for n in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 12345] {
             let data = sample(n);
             let gz = encode(&one, &data, 100_000);
@@ -615,21 +504,21 @@ mod tests {
     #[test]
     fn same_bytes_whatever_the_threads() {
         let data = sample(5 * BLOCK + 999);
-        let one = encode(&Arc::new(pool(1)), &data, BLOCK);
-        assert_eq!(encode(&Arc::new(pool(3)), &data, 4096), one);
+        let one = encode(&Arc::new(Pool::new(1)), &data, BLOCK);
+        assert_eq!(encode(&Arc::new(Pool::new(3)), &data, 4096), one);
         // Whole blocks at once on three threads: which thread compresses
         // which block varies from run to run (this caught a reused deflate
         // state leaking one block's bytes into another's).
         for _ in 0..3 {
-            assert_eq!(encode(&Arc::new(pool(3)), &data, BLOCK), one);
+            assert_eq!(encode(&Arc::new(Pool::new(3)), &data, BLOCK), one);
         }
-        assert_eq!(encode(&Arc::new(pool(2)), &data, 777_777), one);
+        assert_eq!(encode(&Arc::new(Pool::new(2)), &data, 777_777), one);
         // The dictionary carries matches across cuts: repeating data costs
         // next to nothing (without it, ~10 KB) even when the repeat
         // straddles a block edge.
         let mut twice = data.clone();
         twice.extend_from_slice(&data[data.len() - 20_000..]);
-        let two = encode(&Arc::new(pool(2)), &twice, 65536);
+        let two = encode(&Arc::new(Pool::new(2)), &twice, 65536);
         assert!(
             two.len() < one.len() + 1000,
             "{} vs {}",

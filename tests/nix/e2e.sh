@@ -192,7 +192,7 @@ if [l["diff_id"] for l in d["layers"]] != config["rootfs"]["diff_ids"]:
     problems.append("diff_ids differ from the image's")
 used = [l.get("stored") or codec for l in d["layers"]]
 # Blobs we compressed are keyed by our encoder; stored ones by their codec.
-keys = [l.get("stored") or {"gzip": "gzip-blocks-4"}.get(codec, codec) for l in d["layers"]]
+keys = [l.get("stored") or {"gzip": "gzip-blocks-4", "zstd": "zstd-frames-1"}.get(codec, codec) for l in d["layers"]]
 if [(l["blobs"][k]["digest"], l["blobs"][k]["size"]) for l, k in zip(d["layers"], keys)] \
         != [(l["digest"], l["size"]) for l in ours]:
     problems.append("%s blobs differ from the OCI archive's" % codec)
@@ -310,7 +310,7 @@ ours = m["layers"]
 if len(d) != len(ours):
     problems.append("%d layers, %d entries in passthru.digests" % (len(ours), len(d)))
 used = [l.get("stored") or codec for l in d]
-keys = [l.get("stored") or {"gzip": "gzip-blocks-4"}.get(codec, codec) for l in d]
+keys = [l.get("stored") or {"gzip": "gzip-blocks-4", "zstd": "zstd-frames-1"}.get(codec, codec) for l in d]
 if [(l["blobs"][k]["digest"], l["blobs"][k]["size"]) for l, k in zip(d, keys)] != [(l["digest"], l["size"]) for l in ours]:
     problems.append("layer blobs differ from passthru.digests")
 if [l["mediaType"] for l in ours] != ["application/vnd.oci.image.layer.v1.tar+" + c for c in used]:
