@@ -84,6 +84,8 @@ pub struct Cli {
     /// `dual` (both at once, as docker save writes since Engine 25). `oci` and
     /// `dual` name blobs by digest: with the digest cache warm each store byte
     /// is read once; cold, uncompressed layers are read twice (hash, then stream).
+    /// Compressed layers are produced in parallel into $TMPDIR first, except
+    /// those of 16 MiB or more whose blob the cache names: compressed in place.
     #[arg(long, value_enum, default_value = "docker", value_name = "FORMAT")]
     pub format: Format,
 

@@ -412,6 +412,71 @@ fn zstd_layers_of_several_frames_read_as_one() {
     fx.cleanup();
 }
 
+/// A large compressed layer whose blob the cache names is compressed
+/// straight into the archive (no spool): the same bytes as the cold run,
+/// which spooled it, and a wrong recorded blob is caught with nothing
+/// written.
+#[test]
+fn large_known_layers_are_compressed_in_place() {
+    let Some(fx) = Fixture::build("dest-in-place") else {
+        return;
+    };
+    // 17 MiB that no codec shrinks: the blob stays over the 16 MiB mark.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..17 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let big = fx.store_dir.join(BUSYBOX_PATH).join("share/noise.bin");
+    fs::create_dir_all(big.parent().unwrap()).unwrap();
+    fs::write(&big, &noise).unwrap();
+    for (codec, key) in [("gzip", "gzip-blocks-4"), ("zstd", "zstd-frames-1")] {
+        let cache = cache_dir(&fx, &format!("in-place-{codec}"));
+        let args = ["--format", "oci", "--layer-compression", codec];
+        let cold = ok(stream(&fx, &cache, &args));
+        let in_place = |out: &std::process::Output| {
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| l.contains("compressed in place"))
+                .count()
+        };
+        assert_eq!(in_place(&cold), 0, "{codec}: cold runs spool");
+        let warm = ok(stream(&fx, &cache, &args));
+        assert_eq!(in_place(&warm), 1, "{codec}: the large layer only");
+        assert!(cold.stdout == warm.stdout, "{codec}: other bytes in place");
+
+        // A wrong blob digest recorded for the large layer.
+        let entries: Vec<PathBuf> = fs::read_dir(cache.join("layers-v1"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        let mut lied = 0;
+        for entry in &entries {
+            let mut v = value(&fs::read(entry).unwrap());
+            if v["blobs"][key]["size"].as_u64().unwrap_or(0) >= 16 << 20 {
+                v["blobs"][key]["digest"] = Value::String(wrong.clone());
+                fs::write(entry, serde_json::to_vec(&v).unwrap()).unwrap();
+                lied += 1;
+            }
+        }
+        assert_eq!(lied, 1, "{codec}: one large layer in {entries:?}");
+        let out = fx.root.join(format!("in-place-{codec}.tar"));
+        let to_file = [&args[..], &["-o", out.to_str().unwrap()]].concat();
+        let bad = stream(&fx, &cache, &to_file);
+        one_line_error(&bad, &format!("its {key} blob: recorded {wrong}"));
+        assert!(!out.exists(), "{codec}: no partial output");
+        // The entry was dropped: the next run spools it again.
+        ok(stream(&fx, &cache, &to_file));
+        assert!(fs::read(&out).unwrap() == cold.stdout, "{codec}: recovered");
+    }
+    fx.cleanup();
+}
+
 /// `--oci-dir`: umoci unpacks it and skopeo copies it into Docker; a second
 /// image with another tag joins the index; a rewrite with a warm cache
 /// reads no store byte and leaves the blobs untouched.

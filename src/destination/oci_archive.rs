@@ -12,7 +12,12 @@
 //!   byte is read once) or from a hashing pass over the layer (cold: read
 //!   twice); the streamed bytes are hashed again and must match;
 //! - compressed layers and base layers: produced once into a temporary
-//!   spool, in parallel across cores, then copied into the archive.
+//!   spool, in parallel across cores, then copied into the archive; but a
+//!   compressed store layer whose blob is known (warm cache, digests file)
+//!   and at least [`DIRECT`] bytes is compressed straight into the archive
+//!   at its turn (its pieces still compress on every core), and the bytes
+//!   are hashed on the way and must match: a large image then needs no
+//!   temporary space, nor the disk writes that throttled it.
 //!
 //! The image's referrers (`--sbom`) are blobs of the layout, before
 //! `index.json`, but `index.json` lists only the image: skopeo's and
@@ -24,7 +29,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -38,6 +43,23 @@ use crate::destination::{artifact, oci};
 use crate::digest;
 use crate::model::{Image, Layer, Subject, Written};
 use crate::tar;
+
+/// The least known blob size for which a compressed layer skips the spool.
+/// Below it, producing layers side by side into the spool keeps the cores
+/// busier than one layer at a time would (each layer's end waits for its
+/// last pieces), and a small spool costs little.
+const DIRECT: u64 = 16 << 20;
+
+/// How a layer's bytes reach the archive.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Produced earlier into the spool; copied.
+    Spooled,
+    /// Uncompressed, named from what was known: streamed and hashed.
+    Streamed,
+    /// Compressed, named from what was known: compressed into the archive.
+    Direct,
+}
 
 /// Streams the OCI archive (or, with `dual`, the dual archive) of `img`
 /// with layers compressed by `codec` into `out`; returns `out`.
@@ -54,7 +76,7 @@ pub fn write<W: Write + Send + 'static>(
         .context("cannot create a temporary directory for compressed layers")?;
     let spool_path = |i: usize| spool.path().join(i.to_string());
     let mut layers: Vec<Option<Layer>> = vec![None; n];
-    let mut spooled = vec![false; n];
+    let mut routes = vec![Route::Spooled; n];
 
     blob::produce_base(
         img,
@@ -62,29 +84,31 @@ pub fn write<W: Write + Send + 'static>(
         &mut |i| create(&spool_path(i)),
         &mut |i, layer, _| {
             layers[i] = Some(layer);
-            spooled[i] = true;
             Ok(())
         },
     )?;
-    let own: Vec<(usize, Layer, bool)> = (img.base_count()..n)
+    let own: Vec<(usize, Layer, Route)> = (img.base_count()..n)
         .into_par_iter()
-        .map(|i| -> Result<(usize, Layer, bool)> {
+        .map(|i| -> Result<(usize, Layer, Route)> {
             if codec == Codec::None {
                 if let Some(layer) = known_uncompressed(img, i) {
-                    return Ok((i, layer, false));
+                    return Ok((i, layer, Route::Streamed));
                 }
                 // Cold: a hashing pass names the blob; the bytes are read
                 // again when streamed.
                 let (layer, _) = blob::produce(img, i, codec, std::io::sink())?;
-                return Ok((i, layer, false));
+                return Ok((i, layer, Route::Streamed));
+            }
+            if let Some(layer) = known_compressed(img, i, codec).filter(|l| l.blob.size >= DIRECT) {
+                return Ok((i, layer, Route::Direct));
             }
             let (layer, _) = blob::produce(img, i, codec, create(&spool_path(i))?)?;
-            Ok((i, layer, true))
+            Ok((i, layer, Route::Spooled))
         })
         .collect::<Result<_>>()?;
-    for (i, layer, s) in own {
+    for (i, layer, route) in own {
         layers[i] = Some(layer);
-        spooled[i] = s;
+        routes[i] = route;
     }
     let layers: Vec<Layer> = layers.into_iter().flatten().collect();
     if layers.len() != n {
@@ -116,20 +140,39 @@ pub fn write<W: Write + Send + 'static>(
         // Identical produced blobs are written once. A layer named from
         // what was known is always streamed, even when its digest repeats:
         // streaming is what verifies the name.
-        if !seen.insert(l.blob.digest.clone()) && spooled[i] {
+        if !seen.insert(l.blob.digest.clone()) && routes[i] == Route::Spooled {
             continue;
         }
         img.reporter.step(&format!(
-            "Adding {} as {}",
+            "Adding {} as {}{}",
             img.describe(i),
-            oci::blob_path(&l.blob.digest)
+            oci::blob_path(&l.blob.digest),
+            if routes[i] == Route::Direct {
+                " (named from the cache, compressed in place)"
+            } else {
+                ""
+            }
         ));
         aw.member_header(&oci::blob_path(&l.blob.digest), l.blob.size, mtime)?;
-        if spooled[i] {
+        if routes[i] == Route::Spooled {
             let path = spool_path(i);
             let mut f = File::open(&path)
                 .with_context(|| format!("spooled layer {}: cannot open", path.display()))?;
             aw.copy_exact(&mut f, l.blob.size, &path)?;
+        } else if routes[i] == Route::Direct {
+            // Produced here, hashed on the way: a blob that is not what its
+            // name says is an error (and drops the entry) before the
+            // archive ends.
+            let start = aw.offset();
+            blob::produce_into(img, i, codec, &mut Member(&mut aw))?;
+            if aw.offset() - start != l.blob.size {
+                bail!(
+                    "internal: {} wrote {} bytes for a {}-byte member",
+                    img.describe(i),
+                    aw.offset() - start,
+                    l.blob.size
+                );
+            }
         } else {
             let prepared = blob::prepare(img, i)?;
             if prepared.size() != l.blob.size {
@@ -212,6 +255,33 @@ pub fn known_uncompressed(img: &Image, i: usize) -> Option<Layer> {
         codec: Codec::None,
         history: img.layers[i].history.clone(),
     })
+}
+
+/// Store layer `i` compressed by `codec`, from facts known before reading.
+fn known_compressed(img: &Image, i: usize, codec: Codec) -> Option<Layer> {
+    let (used, blob) = img.known_blob(i, codec).filter(|(c, _)| *c == codec)?;
+    let f = img.known_facts(i)?;
+    Some(Layer {
+        blob,
+        diff_id: f.diff_id,
+        codec: used,
+        history: img.layers[i].history.clone(),
+    })
+}
+
+/// The archive as an `io::Write`, for a layer compressed straight into its
+/// member.
+struct Member<'a, W: Write + Send + 'static>(&'a mut ArchiveWriter<W>);
+
+impl<W: Write + Send + 'static> Write for Member<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf).map_err(io::Error::other)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The digest and size of a small in-memory blob (config, manifest).
