@@ -148,49 +148,53 @@ pub fn write<W: Write + Send + 'static>(
             img.describe(i),
             oci::blob_path(&l.blob.digest),
             if routes[i] == Route::Direct {
-                " (named from the cache, compressed in place)"
+                " (known blob, compressed in place)"
             } else {
                 ""
             }
         ));
         aw.member_header(&oci::blob_path(&l.blob.digest), l.blob.size, mtime)?;
-        if routes[i] == Route::Spooled {
-            let path = spool_path(i);
-            let mut f = File::open(&path)
-                .with_context(|| format!("spooled layer {}: cannot open", path.display()))?;
-            aw.copy_exact(&mut f, l.blob.size, &path)?;
-        } else if routes[i] == Route::Direct {
-            // Produced here, hashed on the way: a blob that is not what its
-            // name says is an error (and drops the entry) before the
-            // archive ends.
-            let start = aw.offset();
-            blob::produce_into(img, i, codec, &mut Member(&mut aw))?;
-            if aw.offset() - start != l.blob.size {
-                bail!(
-                    "internal: {} wrote {} bytes for a {}-byte member",
-                    img.describe(i),
-                    aw.offset() - start,
-                    l.blob.size
-                );
+        match routes[i] {
+            Route::Spooled => {
+                let path = spool_path(i);
+                let mut f = File::open(&path)
+                    .with_context(|| format!("spooled layer {}: cannot open", path.display()))?;
+                aw.copy_exact(&mut f, l.blob.size, &path)?;
             }
-        } else {
-            let prepared = blob::prepare(img, i)?;
-            if prepared.size() != l.blob.size {
-                blob::settle(
-                    img,
-                    i,
-                    &Facts {
-                        diff_id: String::new(),
-                        size: prepared.size(),
-                        ..Facts::default()
-                    },
-                )?;
+            Route::Direct => {
+                // Produced here, hashed on the way: a blob that is not what
+                // its name says is an error (and drops the entry) before the
+                // archive ends.
+                let start = aw.offset();
+                blob::produce_into(img, i, codec, &mut Member(&mut aw))?;
+                if aw.offset() - start != l.blob.size {
+                    bail!(
+                        "internal: {} wrote {} bytes for a {}-byte member",
+                        img.describe(i),
+                        aw.offset() - start,
+                        l.blob.size
+                    );
+                }
             }
-            aw.begin_hashed()?;
-            blob::stream_tar(img, prepared, &mut aw)?;
-            aw.end_hashed()?;
-            img.reporter.progress(l.blob.size, true);
-            streamed.push(i);
+            Route::Streamed => {
+                let prepared = blob::prepare(img, i)?;
+                if prepared.size() != l.blob.size {
+                    blob::settle(
+                        img,
+                        i,
+                        &Facts {
+                            diff_id: String::new(),
+                            size: prepared.size(),
+                            ..Facts::default()
+                        },
+                    )?;
+                }
+                aw.begin_hashed()?;
+                blob::stream_tar(img, prepared, &mut aw)?;
+                aw.end_hashed()?;
+                img.reporter.progress(l.blob.size, true);
+                streamed.push(i);
+            }
         }
         aw.write_zeros(tar::padding(l.blob.size))?;
     }
