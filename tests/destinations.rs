@@ -171,15 +171,7 @@ fn output_is_deterministic_across_runs_threads_and_cache_states() {
             let args = ["--format", format, "--layer-compression", codec];
             let mut outputs = Vec::new();
             for threads in ["1", "2", "2"] {
-                let out = Command::new(exe())
-                    .arg(&fx.conf)
-                    .arg("--cache")
-                    .arg(&cache)
-                    .args(args)
-                    .env("RAYON_NUM_THREADS", threads)
-                    .output()
-                    .unwrap();
-                outputs.push(ok(out).stdout);
+                outputs.push(ok(stream_on_threads(&fx, &cache, &args, threads)).stdout);
             }
             outputs.push(ok(stream(&fx, &cache, &[&args[..], &["--no-cache"]].concat())).stdout);
             for o in &outputs[1..] {
@@ -391,15 +383,8 @@ fn zstd_layers_of_several_frames_read_as_one() {
         config["rootfs"]["diff_ids"][0],
         format!("sha256:{}", sha256_hex(&plain))
     );
-    let one = Command::new(exe())
-        .arg(&fx.conf)
-        .arg("--cache")
-        .arg(&cache)
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .unwrap();
-    assert!(ok(one).stdout == out.stdout, "one thread wrote other bytes");
+    let one = ok(stream_on_threads(&fx, &cache, &args, "1"));
+    assert!(one.stdout == out.stdout, "one thread wrote other bytes");
     if tool_works("podman", &["--version"]) {
         let path = fx.root.join("zstd-frames.tar");
         fs::write(&path, &out.stdout).unwrap();

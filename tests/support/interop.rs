@@ -489,6 +489,25 @@ pub fn stream(fx: &Fixture, cache: &Path, args: &[&str]) -> std::process::Output
     stream_conf(&fx.conf, cache, args)
 }
 
+/// [`stream`] on `threads` threads (`RAYON_NUM_THREADS`, which also sizes
+/// the compression pool).
+pub fn stream_on_threads(
+    fx: &Fixture,
+    cache: &Path,
+    args: &[&str],
+    threads: &str,
+) -> std::process::Output {
+    Command::new(exe())
+        .arg(&fx.conf)
+        .arg("--cache")
+        .arg(cache)
+        .args(args)
+        .env("RAYON_NUM_THREADS", threads)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// `out`, after checking the run succeeded.
 pub fn ok(out: std::process::Output) -> std::process::Output {
     assert!(
