@@ -70,6 +70,16 @@ pub struct LayerPlan {
     cached: Option<Vec<Entry>>,
 }
 
+impl LayerPlan {
+    /// Bytes of memory the entries kept from the walk take (0 when the
+    /// layer is walked again while streaming).
+    pub fn memory(&self) -> usize {
+        self.cached
+            .as_ref()
+            .map_or(0, |c| c.iter().map(Entry::memory).sum())
+    }
+}
+
 /// Checks the layer's store paths and computes its tarball size by
 /// walking their metadata (no file contents are read).
 pub fn plan(paths: &[String], store_dir: &str, owner: &Owner) -> Result<LayerPlan> {
@@ -82,26 +92,49 @@ fn plan_with_cache(
     owner: &Owner,
     cache_limit: usize,
 ) -> Result<LayerPlan> {
+    use rayon::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let mut disk_paths = Vec::with_capacity(paths.len());
     for p in paths {
         disk_paths.push(checked_store_path(p, store_dir)?);
     }
+    // Each store path is walked on its own, in parallel: a layer of
+    // hundreds of paths (the one a push starts with, being the largest)
+    // is sized on every core instead of one. The entries are kept while
+    // the layer's total stays under `cache_limit`, counted across the
+    // walkers, so whether they are kept depends on that total alone, and
+    // joined in the layer's order: the same plan as one walk in order.
+    let kept = AtomicUsize::new(0);
+    let walked: Vec<Result<(u64, Option<Vec<Entry>>)>> = disk_paths
+        .par_iter()
+        .map(|p| {
+            let mut size = 0;
+            let mut cache = Some(Vec::new());
+            walk(p, &mut |e| {
+                size += entry_len(&e, owner);
+                if let Some(c) = cache.as_mut() {
+                    let m = e.memory();
+                    if kept.fetch_add(m, Ordering::Relaxed) + m > cache_limit {
+                        cache = None;
+                    } else {
+                        c.push(e);
+                    }
+                }
+                Ok(())
+            })?;
+            Ok((size, cache))
+        })
+        .collect();
     let mut size = root_entries_len(owner);
     let mut cache = Some(Vec::new());
-    let mut cache_bytes = 0;
-    for p in &disk_paths {
-        walk(p, &mut |e| {
-            size += entry_len(&e, owner);
-            if let Some(c) = cache.as_mut() {
-                cache_bytes += e.memory();
-                if cache_bytes > cache_limit {
-                    cache = None;
-                } else {
-                    c.push(e);
-                }
-            }
-            Ok(())
-        })?;
+    // The first failure in the layer's order, as one walk in order reports.
+    for w in walked {
+        let (n, entries) = w?;
+        size += n;
+        cache = cache.zip(entries).map(|(mut all, more)| {
+            all.extend(more);
+            all
+        });
     }
     size += tar::end_len(size);
     Ok(LayerPlan {
@@ -118,6 +151,40 @@ pub fn stream<W: std::io::Write + Send + 'static>(
     owner: &Owner,
     out: &mut ArchiveWriter<W>,
 ) -> Result<()> {
+    let total = write_tar(&plan.paths, plan.cached, store_dir, owner, out)?;
+    if total != plan.size {
+        bail!(
+            "store paths {:?} changed while streaming (layer is {total} bytes, expected {})",
+            plan.paths,
+            plan.size
+        );
+    }
+    Ok(())
+}
+
+/// Streams the tarball of the store paths `paths` into `out` without a
+/// plan, walking them as they stream, and returns its size: for a
+/// destination that needs no size before the bytes (a registry upload),
+/// the layer's first bytes then leave at once instead of after a walk of
+/// all its files. The same bytes as [`stream`].
+pub fn stream_walking<W: std::io::Write + Send + 'static>(
+    paths: &[String],
+    store_dir: &str,
+    owner: &Owner,
+    out: &mut ArchiveWriter<W>,
+) -> Result<u64> {
+    write_tar(paths, None, store_dir, owner, out)
+}
+
+/// The tarball: the root entries, the entries (as walked before, or
+/// walked now), the end; returns its size.
+fn write_tar<W: std::io::Write + Send + 'static>(
+    paths: &[String],
+    cached: Option<Vec<Entry>>,
+    store_dir: &str,
+    owner: &Owner,
+    out: &mut ArchiveWriter<W>,
+) -> Result<u64> {
     let start = out.offset();
     let mut scratch = Vec::with_capacity(4096);
     for name in [&b"/nix"[..], b"/nix/store"] {
@@ -131,25 +198,17 @@ pub fn stream<W: std::io::Write + Send + 'static>(
         write_entry(&root, owner, &mut scratch, out)?;
     }
     let mut emit = |e: Entry| write_entry(&e, owner, &mut scratch, out);
-    match plan.cached {
+    match cached {
         Some(entries) => entries.into_iter().try_for_each(&mut emit)?,
         None => {
-            for p in &plan.paths {
+            for p in paths {
                 walk(&checked_store_path(p, store_dir)?, &mut emit)?;
             }
         }
     }
     let written = out.offset() - start;
     out.write_zeros(tar::end_len(written))?;
-    let total = out.offset() - start;
-    if total != plan.size {
-        bail!(
-            "store paths {:?} changed while streaming (layer is {total} bytes, expected {})",
-            plan.paths,
-            plan.size
-        );
-    }
-    Ok(())
+    Ok(out.offset() - start)
 }
 
 /// Checks every layer's store paths before the image starts: each a direct
@@ -471,6 +530,73 @@ mod tests {
             outputs.push(bytes);
         }
         assert!(outputs[0] == outputs[1]);
+        fs::remove_dir_all(&store).unwrap();
+    }
+
+    /// A layer of several store paths: walked while streaming, planned
+    /// (its paths walked in parallel) with its entries kept, or planned
+    /// over the entry limit, it is the same tarball of the planned size.
+    #[test]
+    fn walking_while_streaming_gives_the_planned_bytes() {
+        let store = std::env::temp_dir().join(format!("sli-walking-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&store);
+        let mut paths = Vec::new();
+        for (k, name) in ["cccc-c", "aaaa-a", "bbbb-b", "dddd-d"].iter().enumerate() {
+            let p = store.join(name);
+            fs::create_dir_all(p.join("sub/deeper")).unwrap();
+            fs::write(p.join("sub/deeper/f"), vec![k as u8; 700 + k]).unwrap();
+            fs::write(p.join("g"), name).unwrap();
+            std::os::unix::fs::symlink("g", p.join("link")).unwrap();
+            paths.push(p.to_str().unwrap().to_owned());
+        }
+        let store_dir = store.to_str().unwrap().to_owned();
+        let owner = Owner {
+            uid: 0,
+            gid: 0,
+            uname: "root".into(),
+            gname: "root".into(),
+            mtime: 1,
+        };
+        let tar = |plan: Option<LayerPlan>| {
+            let mut w = ArchiveWriter::new(Vec::new());
+            w.begin_hashed().unwrap();
+            let size = match plan {
+                Some(plan) => {
+                    let size = plan.size;
+                    stream(plan, &store_dir, &owner, &mut w).unwrap();
+                    size
+                }
+                None => stream_walking(&paths, &store_dir, &owner, &mut w).unwrap(),
+            };
+            w.end_hashed().unwrap();
+            let bytes = w.finish().unwrap();
+            assert_eq!(bytes.len() as u64, size);
+            bytes
+        };
+        let walked = tar(None);
+        // Every limit: all kept, the limit reached part way (no walker
+        // keeps its entries then), none kept.
+        let all = plan_with_cache(&paths, &store_dir, &owner, ENTRY_CACHE_BYTES).unwrap();
+        let memory = all.memory();
+        assert!(memory > 0);
+        assert!(all.cached.is_some());
+        for limit in [ENTRY_CACHE_BYTES, memory, memory - 1, memory / 2, 0] {
+            let plan = plan_with_cache(&paths, &store_dir, &owner, limit).unwrap();
+            assert_eq!(plan.cached.is_some(), limit >= memory, "limit {limit}");
+            assert!(tar(Some(plan)) == walked, "limit {limit}");
+        }
+        // In the layer's order, not the names' (the paths' order is the
+        // layer's: nixpkgs writes them as listed).
+        let names: Vec<usize> = ["cccc-c", "aaaa-a", "bbbb-b", "dddd-d"]
+            .iter()
+            .map(|n| {
+                walked
+                    .windows(n.len())
+                    .position(|w| w == n.as_bytes())
+                    .unwrap()
+            })
+            .collect();
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
         fs::remove_dir_all(&store).unwrap();
     }
 
