@@ -38,6 +38,14 @@ impl Prepared {
             Prepared::Customisation(size) => *size,
         }
     }
+
+    /// Bytes of memory it holds until streamed (see [`LayerPlan::memory`]).
+    pub fn memory(&self) -> usize {
+        match self {
+            Prepared::Store(plan) => plan.memory(),
+            Prepared::Customisation(_) => 0,
+        }
+    }
 }
 
 /// Sizes layer `i` (a walk of metadata, no file contents read).
@@ -85,8 +93,19 @@ pub fn produce<W: Write + Send + 'static>(
     codec: Codec,
     out: W,
 ) -> Result<(Layer, W)> {
-    let prepared = prepare(img, i)?;
-    let size = prepared.size();
+    produce_prepared(img, i, Some(prepare(img, i)?), codec, out)
+}
+
+/// [`produce`] from layer `i` already prepared (its walk done before, for
+/// its size), or, with `None`, a store layer walked while it streams (see
+/// [`layer::stream_walking`]).
+pub fn produce_prepared<W: Write + Send + 'static>(
+    img: &Image,
+    i: usize,
+    prepared: Option<Prepared>,
+    codec: Codec,
+    out: W,
+) -> Result<(Layer, W)> {
     // The uncompressed blob's digest is the diff_id, hashed by the pipeline.
     let inner = match codec {
         Codec::None => HashCount::counting(out),
@@ -94,7 +113,16 @@ pub fn produce<W: Write + Send + 'static>(
     };
     let mut aw = ArchiveWriter::new(codec.encoder(inner)?);
     aw.begin_hashed()?;
-    stream_tar(img, prepared, &mut aw)?;
+    match (prepared, &img.layers[i].origin) {
+        (Some(p), _) => stream_tar(img, p, &mut aw)?,
+        (None, Origin::Store(paths)) => {
+            layer::stream_walking(paths, img.store_dir, img.owner, &mut aw)?;
+        }
+        (None, _) => stream_tar(img, prepare(img, i)?, &mut aw)?,
+    }
+    // The tar's size: what was just written (a plan's size is checked
+    // against it while streaming).
+    let size = aw.offset();
     aw.end_hashed()?;
     let diff_id = match aw.digests()?.first() {
         Some(d) => digest::diff_id(d),
@@ -265,10 +293,20 @@ pub fn produce_base<W: Write>(
 /// [`produce`] into a borrowed writer (a registry upload's body): the
 /// pipeline needs an owned writer, so it writes into a bounded channel
 /// drained here into `out`, at most [`CHANNEL_DEPTH`] chunks in flight.
-pub fn produce_into(img: &Image, i: usize, codec: Codec, out: &mut dyn Write) -> Result<Layer> {
+/// `prepared`: layer `i` already prepared, or `None` (see
+/// [`produce_prepared`]).
+pub fn produce_into(
+    img: &Image,
+    i: usize,
+    prepared: Option<Prepared>,
+    codec: Codec,
+    out: &mut dyn Write,
+) -> Result<Layer> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
     std::thread::scope(|s| {
-        let producer = s.spawn(move || produce(img, i, codec, ChannelWriter(tx)).map(|(l, _)| l));
+        let producer = s.spawn(move || {
+            produce_prepared(img, i, prepared, codec, ChannelWriter(tx)).map(|(l, _)| l)
+        });
         let mut failed = None;
         for chunk in rx.iter() {
             if failed.is_none() {

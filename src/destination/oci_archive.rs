@@ -166,7 +166,7 @@ pub fn write<W: Write + Send + 'static>(
                 // its name says is an error (and drops the entry) before the
                 // archive ends.
                 let start = aw.offset();
-                blob::produce_into(img, i, codec, &mut Member(&mut aw))?;
+                blob::produce_into(img, i, None, codec, &mut Member(&mut aw))?;
                 if aw.offset() - start != l.blob.size {
                     bail!(
                         "internal: {} wrote {} bytes for a {}-byte member",

@@ -23,11 +23,11 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
-use crate::blob;
+use crate::blob::{self, Prepared};
 use crate::cache::Blob;
 use crate::compression::Codec;
 use crate::destination::artifact::{self, Referrer};
-use crate::model::{Destination, Image, Layer, Subject, Written};
+use crate::model::{Destination, Image, Layer, Origin, Subject, Written};
 use crate::reference::Reference;
 use crate::registry::{
     self, BlobDigest, BlobSource, ConfigSpec, Event, ManifestFormat, ManifestSpec, Outcome,
@@ -93,9 +93,9 @@ impl Push {
             );
         }
         let layer_codec = |i: usize| base.get(i).map_or(codec, |(c, _)| *c);
-        let hints = size_hints(img, base.len(), codec);
+        let sized = sized(img, base.len(), codec);
         let mut sources = Vec::with_capacity(n);
-        for (i, &hint) in hints.iter().enumerate() {
+        for (i, (hint, prepared)) in sized.iter().enumerate() {
             let source = match base.get(i) {
                 Some((used, blob)) => {
                     let spool = &spool;
@@ -115,13 +115,16 @@ impl Push {
                 None => {
                     let media_type = format.layer_media_type(codec.name());
                     let source = BlobSource::hashed(media_type, move |w| {
-                        let l = blob::produce_into(img, i, codec, w)?;
+                        // The walk done for its size, once; without it (or on
+                        // a retry) the layer is walked while it streams.
+                        let prepared = prepared.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        let l = blob::produce_into(img, i, prepared, codec, w)?;
                         Ok(BlobDigest {
                             digest: l.blob.digest,
                             size: l.blob.size,
                         })
                     })
-                    .size_hint(hint);
+                    .size_hint(*hint);
                     match img.known_blob(i, codec) {
                         Some((_, b)) => source.known(BlobDigest {
                             digest: b.digest,
@@ -413,24 +416,65 @@ fn attach_referrers(
 }
 
 /// About the tar size of each store and customisation layer whose blob is
-/// not known yet, so the push uploads the largest first: its NAR size
-/// where the graph gives it, else a walk of its metadata (no contents
-/// read; in parallel). The graph's sizes let the first upload start at
-/// once: the walk takes tens of milliseconds on a closure of thousands of
-/// files, all before the first byte is sent. 0 for the others, and for a
-/// layer that cannot be sized: producing it reports why.
-fn size_hints(img: &Image, base_count: usize, codec: Codec) -> Vec<u64> {
+/// not known yet, so the push uploads the largest first, and the walk of
+/// each layer sized here, kept for its producer. 0 for the others, and for
+/// a layer that cannot be sized: producing it reports why.
+///
+/// The size is the layer's NAR size where the graph gives it. Otherwise
+/// it takes a walk of the layer's metadata (no contents read; in
+/// parallel), tens of milliseconds on a closure of thousands of files,
+/// all before the first byte is sent. So the layer of the most store
+/// paths is not sized: it goes first, walked while it streams. It is the
+/// one worth starting at once (nixpkgs' auto-layer puts all of the
+/// closure the other layers leave in its last layer, by far the largest),
+/// and were another larger, it still starts with the next free job.
+///
+/// A layer walked here keeps its walk for its producer (largest first,
+/// while they hold at most [`KEPT_WALKS`] bytes of entries), which then
+/// sends its first bytes at once instead of walking its files again.
+fn sized(img: &Image, base_count: usize, codec: Codec) -> Vec<(u64, Mutex<Option<Prepared>>)> {
     use rayon::prelude::*;
-    (0..img.layers.len())
+    let unknown = |i: usize| i >= base_count && img.known_blob(i, codec).is_none();
+    let lead = (0..img.layers.len())
+        .filter(|&i| unknown(i) && img.layers[i].nar_size.is_none())
+        .filter_map(|i| match &img.layers[i].origin {
+            Origin::Store(paths) => Some((paths.len(), std::cmp::Reverse(i))),
+            _ => None,
+        })
+        .max()
+        .map(|(_, std::cmp::Reverse(i))| i);
+    let mut sized: Vec<(u64, Option<Prepared>)> = (0..img.layers.len())
         .into_par_iter()
         .map(|i| {
-            if i < base_count || img.known_blob(i, codec).is_some() {
-                return 0;
+            if !unknown(i) {
+                return (0, None);
             }
             if let Some(size) = img.layers[i].nar_size {
-                return size;
+                return (size, None);
             }
-            blob::prepare(img, i).map_or(0, |p| p.size())
+            if Some(i) == lead {
+                return (u64::MAX, None);
+            }
+            blob::prepare(img, i).map_or((0, None), |p| (p.size(), Some(p)))
         })
+        .collect();
+    let mut order: Vec<usize> = (0..sized.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sized[i].0));
+    let mut kept = 0;
+    for i in order {
+        let memory = sized[i].1.as_ref().map_or(0, Prepared::memory);
+        if kept + memory > KEPT_WALKS {
+            sized[i].1 = None;
+        } else {
+            kept += memory;
+        }
+    }
+    sized
+        .into_iter()
+        .map(|(size, prepared)| (size, Mutex::new(prepared)))
         .collect()
 }
+
+/// The most memory the walks kept for producers take (each layer's own is
+/// bounded too: see `layer::plan`).
+const KEPT_WALKS: usize = 32 << 20;
