@@ -241,7 +241,7 @@ pub struct Known {
     memory: Mutex<HashMap<LayerKey, Facts>>,
     /// Entries as the cache directory holds them (read or written by this
     /// run), so recording the same facts again writes nothing: a warm run
-    /// would otherwise rewrite and fsync every entry.
+    /// would otherwise rewrite every entry.
     on_disk: Mutex<HashMap<LayerKey, Facts>>,
     warnings: Mutex<Vec<String>>,
 }
@@ -333,7 +333,7 @@ impl Known {
                 facts: merged,
             };
             let bytes = serde_json::to_vec(&entry).unwrap_or_default();
-            match write_atomically(dir, &key.0, &bytes) {
+            match write_entry(dir, &key.0, &bytes) {
                 Ok(()) => {
                     self.saved().insert(entry.key, entry.facts);
                 }
@@ -427,7 +427,7 @@ impl Known {
             manifests,
         };
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        if let Err(e) = write_atomically(dir, &pushed_name(registry, repository), &bytes) {
+        if let Err(e) = write_entry(dir, &pushed_name(registry, repository), &bytes) {
             self.warn(format!("cannot write the cache {}: {e:#}", dir.display()));
         }
     }
@@ -537,13 +537,33 @@ fn read_capped(path: &Path) -> Result<Option<Vec<u8>>> {
 }
 
 /// Writes `dir/name` by a temporary file and a rename, so readers see the
-/// old file or the new one, never half of one.
+/// old file or the new one, never half of one; synced to disk first, so
+/// after a crash too (what a layout's `index.json` or a digests file
+/// names must be there).
 pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    write_replacing(dir, name, bytes, true)
+}
+
+/// [`write_atomically`] without the sync: for the cache's own entries,
+/// one per layer, whose sync (a disk flush each, a hundred in a cold push
+/// of a hundred layers) bought nothing: after a crash a renamed entry may
+/// be empty, which reads as damaged and so as missing, never as wrong.
+fn write_entry(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    write_replacing(dir, name, bytes, false)
+}
+
+fn write_replacing(dir: &Path, name: &str, bytes: &[u8], sync: bool) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut tmp =
         temp_file_in(dir).with_context(|| format!("cannot create a file in {}", dir.display()))?;
     tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
+        .and_then(|()| {
+            if sync {
+                tmp.as_file().sync_all()
+            } else {
+                Ok(())
+            }
+        })
         .with_context(|| format!("cannot write in {}", dir.display()))?;
     tmp.persist(dir.join(name))
         .with_context(|| format!("cannot write {}", dir.join(name).display()))?;
@@ -763,7 +783,7 @@ mod tests {
     }
 
     /// A warm run records what it already read: nothing is rewritten
-    /// (each write is an fsync), while new facts still are.
+    /// (each write is a file created and renamed), while new facts still are.
     #[test]
     fn unchanged_facts_are_not_rewritten() {
         use std::os::unix::fs::MetadataExt;
