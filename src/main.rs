@@ -32,6 +32,7 @@ use stream_layered_image::tar::Owner;
 use stream_layered_image::{layer, layering, sbom};
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let started = Instant::now();
     match run(&cli) {
@@ -74,6 +75,24 @@ fn main() -> ExitCode {
             ));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Asks glibc's allocator to keep some of the memory it frees. Every
+/// layer's pipeline allocates its buffers anew (chunks, compression
+/// blocks, their output), and glibc trims each arena's freed top back to
+/// the kernel at once, then faults the same pages in again, zeroed, for
+/// the next layer: about 22,000 page faults in a cold push of the push
+/// bench's hundred layers. With each arena's top padded by 16 MiB they are
+/// 9,300, and the push takes 5 % less CPU (`perf stat`; peak RSS 36 -> 44
+/// MiB). Only the executable does this: the library leaves its caller's
+/// allocator be.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called first
+    // thing, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
     }
 }
 
