@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::archive::ArchiveWriter;
 use crate::cache::{Blob, Facts};
-use crate::compression::Codec;
+use crate::compression::{Codec, Encoder};
 use crate::digest::{self, HashCount};
 use crate::layer::{self, LayerPlan};
 use crate::model::{Image, Layer, Origin};
@@ -63,7 +63,7 @@ pub fn prepare(img: &Image, i: usize) -> Result<Prepared> {
 
 /// Writes the prepared layer's tar (exactly [`Prepared::size`] bytes) into
 /// `aw`; the caller marks it hashed.
-pub fn stream_tar<W: Write + Send + 'static>(
+pub fn stream_tar<W: Write>(
     img: &Image,
     prepared: Prepared,
     aw: &mut ArchiveWriter<W>,
@@ -106,12 +106,25 @@ pub fn produce_prepared<W: Write + Send + 'static>(
     codec: Codec,
     out: W,
 ) -> Result<(Layer, W)> {
+    produce_through(img, i, prepared, codec, out, ArchiveWriter::new)
+}
+
+/// [`produce_prepared`] with the archive pipeline `stages` makes around
+/// the encoder: its own threads, or inline on this one.
+fn produce_through<W: Write>(
+    img: &Image,
+    i: usize,
+    prepared: Option<Prepared>,
+    codec: Codec,
+    out: W,
+    stages: impl FnOnce(Encoder<HashCount<W>>) -> ArchiveWriter<Encoder<HashCount<W>>>,
+) -> Result<(Layer, W)> {
     // The uncompressed blob's digest is the diff_id, hashed by the pipeline.
     let inner = match codec {
         Codec::None => HashCount::counting(out),
         _ => HashCount::hashing(out),
     };
-    let mut aw = ArchiveWriter::new(codec.encoder(inner)?);
+    let mut aw = stages(codec.encoder(inner)?);
     aw.begin_hashed()?;
     match (prepared, &img.layers[i].origin) {
         (Some(p), _) => stream_tar(img, p, &mut aw)?,
@@ -290,9 +303,11 @@ pub fn produce_base<W: Write>(
     })
 }
 
-/// [`produce`] into a borrowed writer (a registry upload's body): the
-/// pipeline needs an owned writer, so it writes into a bounded channel
-/// drained here into `out`, at most [`CHANNEL_DEPTH`] chunks in flight.
+/// [`produce`] into a borrowed writer (a registry upload's body): a small
+/// layer (at most [`INLINE`] bytes) inline on this thread; a larger one on
+/// the pipeline's threads, which need an owned writer, so it writes into a
+/// bounded channel drained here into `out`, at most [`CHANNEL_DEPTH`]
+/// chunks in flight.
 /// `prepared`: layer `i` already prepared, or `None` (see
 /// [`produce_prepared`]).
 pub fn produce_into(
@@ -302,6 +317,10 @@ pub fn produce_into(
     codec: Codec,
     out: &mut dyn Write,
 ) -> Result<Layer> {
+    if prepared.as_ref().is_some_and(|p| p.size() <= INLINE) {
+        return produce_through(img, i, prepared, codec, out, ArchiveWriter::inline)
+            .map(|(l, _)| l);
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
     std::thread::scope(|s| {
         let producer = s.spawn(move || {
@@ -330,6 +349,13 @@ pub fn produce_into(
 
 /// Chunks in flight between a producer and a borrowed writer.
 const CHANNEL_DEPTH: usize = 4;
+
+/// The largest layer [`produce_into`] produces on the calling thread, its
+/// archive pipeline inline (no thread of its own, no channel): for a push
+/// of a hundred small layers, starting and feeding three threads per layer
+/// cost more than their overlap saves (the compression pool still takes
+/// its blocks).
+const INLINE: u64 = 4 << 20;
 
 /// The sending end of [`produce_into`]'s channel, as an owned writer.
 struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);

@@ -145,7 +145,7 @@ fn plan_with_cache(
 }
 
 /// Streams the layer tarball (exactly `plan.size` bytes) into `out`.
-pub fn stream<W: std::io::Write + Send + 'static>(
+pub fn stream<W: std::io::Write>(
     plan: LayerPlan,
     store_dir: &str,
     owner: &Owner,
@@ -167,7 +167,7 @@ pub fn stream<W: std::io::Write + Send + 'static>(
 /// destination that needs no size before the bytes (a registry upload),
 /// the layer's first bytes then leave at once instead of after a walk of
 /// all its files. The same bytes as [`stream`].
-pub fn stream_walking<W: std::io::Write + Send + 'static>(
+pub fn stream_walking<W: std::io::Write>(
     paths: &[String],
     store_dir: &str,
     owner: &Owner,
@@ -178,7 +178,7 @@ pub fn stream_walking<W: std::io::Write + Send + 'static>(
 
 /// The tarball: the root entries, the entries (as walked before, or
 /// walked now), the end; returns its size.
-fn write_tar<W: std::io::Write + Send + 'static>(
+fn write_tar<W: std::io::Write>(
     paths: &[String],
     cached: Option<Vec<Entry>>,
     store_dir: &str,
@@ -324,7 +324,7 @@ fn header<'a>(e: &'a Entry, name: &'a [u8], owner: &'a Owner) -> Header<'a> {
     }
 }
 
-fn write_entry<W: std::io::Write + Send + 'static>(
+fn write_entry<W: std::io::Write>(
     e: &Entry,
     owner: &Owner,
     scratch: &mut Vec<u8>,

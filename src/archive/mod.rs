@@ -45,16 +45,33 @@ enum Msg {
 }
 
 /// Writes the outer archive through the hash/write pipeline.
-pub struct ArchiveWriter<W: Write + Send + 'static> {
+pub struct ArchiveWriter<W: Write> {
     current: Option<Chunk>,
     hashing: bool,
     allocated: usize,
-    to_hasher: Option<SyncSender<Msg>>,
-    pool: Receiver<Chunk>,
-    hasher: Option<JoinHandle<Vec<Sha>>>,
-    writer: Option<JoinHandle<io::Result<W>>>,
+    stages: Stages<W>,
     /// Bytes of the outer archive so far.
     offset: u64,
+}
+
+/// Where the filled chunks go.
+enum Stages<W: Write> {
+    /// The hasher and writer threads.
+    Threads {
+        to_hasher: Option<SyncSender<Msg>>,
+        pool: Receiver<Chunk>,
+        hasher: Option<JoinHandle<Vec<Sha>>>,
+        writer: Option<JoinHandle<io::Result<W>>>,
+    },
+    /// Hashed and written on the caller's thread ([`ArchiveWriter::inline`]).
+    Inline {
+        hasher: Sha256,
+        digests: Vec<Sha>,
+        /// None once a write failed (its error is returned then).
+        out: Option<W>,
+        /// The chunk written last, filled again next.
+        spare: Option<Chunk>,
+    },
 }
 
 impl<W: Write + Send + 'static> ArchiveWriter<W> {
@@ -69,10 +86,33 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
             current: None,
             hashing: false,
             allocated: 0,
-            to_hasher: Some(to_hasher),
-            pool,
-            hasher: Some(hasher),
-            writer: Some(writer),
+            stages: Stages::Threads {
+                to_hasher: Some(to_hasher),
+                pool,
+                hasher: Some(hasher),
+                writer: Some(writer),
+            },
+            offset: 0,
+        }
+    }
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// The same pipeline on the caller's thread, around a writer that may
+    /// borrow: each chunk is hashed and written as it fills. For a small
+    /// blob (a layer of a few MiB uploading), where two threads cost more
+    /// to start and to hand chunks between than their overlap saves.
+    pub fn inline(out: W) -> ArchiveWriter<W> {
+        ArchiveWriter {
+            current: None,
+            hashing: false,
+            allocated: 0,
+            stages: Stages::Inline {
+                hasher: Sha256::new(),
+                digests: Vec::new(),
+                out: Some(out),
+                spare: None,
+            },
             offset: 0,
         }
     }
@@ -161,6 +201,9 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
     /// Every digest of an ended hashed member so far, in order.
     pub fn digests(&mut self) -> Result<Vec<Sha>> {
         self.flush()?;
+        if let Stages::Inline { digests, .. } = &self.stages {
+            return Ok(digests.clone());
+        }
         let (tx, rx) = mpsc::channel();
         self.send(Msg::Report(tx))?;
         match rx.recv() {
@@ -172,7 +215,13 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
     /// Flushes everything and returns the output for committing.
     pub fn finish(mut self) -> Result<W> {
         self.flush()?;
-        self.to_hasher = None;
+        if let Stages::Inline { out, .. } = &mut self.stages {
+            let mut out = out
+                .take()
+                .ok_or_else(|| anyhow!("internal: output already failed"))?;
+            out.flush().context("cannot write the image")?;
+            return Ok(out);
+        }
         self.join().map(|(_, out)| out)
     }
 
@@ -202,7 +251,17 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
     }
 
     fn fresh_chunk(&mut self) -> Result<Chunk> {
-        if let Ok(c) = self.pool.try_recv() {
+        let pool = match &mut self.stages {
+            Stages::Inline { spare, .. } => {
+                return Ok(spare.take().unwrap_or_else(|| Chunk {
+                    data: vec![0; CHUNK],
+                    used: 0,
+                    hashed: false,
+                }));
+            }
+            Stages::Threads { pool, .. } => pool,
+        };
+        if let Ok(c) = pool.try_recv() {
             return Ok(c);
         }
         if self.allocated < MAX_CHUNKS {
@@ -213,7 +272,7 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
                 hashed: false,
             });
         }
-        match self.pool.recv() {
+        match pool.recv() {
             Ok(c) => Ok(c),
             Err(_) => Err(self.downstream_error()),
         }
@@ -227,9 +286,42 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
     }
 
     fn send(&mut self, msg: Msg) -> Result<()> {
-        let sent = match &self.to_hasher {
-            Some(tx) => tx.send(msg).is_ok(),
-            None => false,
+        let sent = match &mut self.stages {
+            Stages::Threads { to_hasher, .. } => match to_hasher {
+                Some(tx) => tx.send(msg).is_ok(),
+                None => false,
+            },
+            Stages::Inline {
+                hasher,
+                digests,
+                out,
+                spare,
+            } => {
+                return match msg {
+                    Msg::Data(chunk) => {
+                        if chunk.hashed {
+                            hasher.update(&chunk.data[..chunk.used]);
+                        }
+                        let w = out
+                            .as_mut()
+                            .ok_or_else(|| anyhow!("internal: output already failed"))?;
+                        if let Err(e) = w.write_all(&chunk.data[..chunk.used]) {
+                            *out = None;
+                            return Err(e).context("cannot write the image");
+                        }
+                        *spare = Some(chunk);
+                        Ok(())
+                    }
+                    Msg::EndHash => {
+                        digests.push(hasher.finalize_reset().into());
+                        Ok(())
+                    }
+                    Msg::Report(reply) => {
+                        let _ = reply.send(digests.clone());
+                        Ok(())
+                    }
+                };
+            }
         };
         if sent {
             Ok(())
@@ -240,20 +332,28 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
 
     /// The reason the pipeline stopped taking data: the writer's error.
     fn downstream_error(&mut self) -> anyhow::Error {
-        self.to_hasher = None;
         match self.join() {
             Err(e) => e,
             Ok(_) => anyhow!("internal: output pipeline stopped without an error"),
         }
     }
 
+    /// Ends the threads (their input closed) and takes their results.
     fn join(&mut self) -> Result<(Vec<Sha>, W)> {
-        let hasher = self
-            .hasher
+        let Stages::Threads {
+            to_hasher,
+            hasher,
+            writer,
+            ..
+        } = &mut self.stages
+        else {
+            bail!("internal: no pipeline threads to join");
+        };
+        *to_hasher = None;
+        let hasher = hasher
             .take()
             .ok_or_else(|| anyhow!("internal: pipeline already joined"))?;
-        let writer = self
-            .writer
+        let writer = writer
             .take()
             .ok_or_else(|| anyhow!("internal: pipeline already joined"))?;
         let digests = hasher
@@ -270,15 +370,23 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
 /// On an error path the pipeline is dropped unfinished: wait for the
 /// threads so the output is dropped too (removing a partial `-o` file)
 /// before the process exits.
-impl<W: Write + Send + 'static> Drop for ArchiveWriter<W> {
+impl<W: Write> Drop for ArchiveWriter<W> {
     fn drop(&mut self) {
         self.current = None;
-        self.to_hasher = None;
-        if let Some(h) = self.hasher.take() {
-            let _ = h.join();
-        }
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
+        if let Stages::Threads {
+            to_hasher,
+            hasher,
+            writer,
+            ..
+        } = &mut self.stages
+        {
+            *to_hasher = None;
+            if let Some(h) = hasher.take() {
+                let _ = h.join();
+            }
+            if let Some(w) = writer.take() {
+                let _ = w.join();
+            }
         }
     }
 }
@@ -332,13 +440,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn hashes_only_marked_members_and_keeps_order() {
-        let out = Shared::default();
-        let mut w = ArchiveWriter::new(out.clone());
+    /// Writes the same members through `w`; returns their digests.
+    fn members<W: Write>(mut w: ArchiveWriter<W>, big: &[u8]) -> (Vec<Sha>, W) {
         w.write_all(b"head").unwrap();
         w.begin_hashed().unwrap();
-        let big = vec![7u8; CHUNK * 3 + 5];
         w.copy_exact(&mut &big[..], big.len() as u64, Path::new("big"))
             .unwrap();
         w.end_hashed().unwrap();
@@ -347,12 +452,24 @@ mod tests {
         w.end_hashed().unwrap();
         let d = w.digests().unwrap();
         w.write_all(b"tail").unwrap();
-        w.finish().unwrap();
+        (d, w.finish().unwrap())
+    }
+
+    #[test]
+    fn hashes_only_marked_members_and_keeps_order() {
+        let big = vec![7u8; CHUNK * 3 + 5];
+        let out = Shared::default();
+        let (d, _) = members(ArchiveWriter::new(out.clone()), &big);
         assert_eq!(d[0], <[u8; 32]>::from(Sha256::digest(&big)));
         assert_eq!(d[1], <[u8; 32]>::from(Sha256::digest([0u8; 10])));
         let bytes = out.0.lock().unwrap().clone();
         assert_eq!(bytes.len(), 4 + big.len() + 10 + 4);
         assert!(bytes.starts_with(b"head") && bytes.ends_with(b"tail"));
+        // Inline, into a borrowed writer: the same bytes and digests.
+        let mut borrowed = Vec::new();
+        let (inline, _) = members(ArchiveWriter::inline(&mut borrowed), &big);
+        assert_eq!(inline, d);
+        assert!(borrowed == bytes);
     }
 
     struct Closed;
@@ -367,21 +484,27 @@ mod tests {
 
     #[test]
     fn writer_errors_reach_the_producer() {
-        let mut w = ArchiveWriter::new(Closed);
-        let big = vec![1u8; CHUNK];
-        let mut result = Ok(());
-        for _ in 0..64 {
-            result = w.write_all(&big);
-            if result.is_err() {
-                break;
+        for mut w in [ArchiveWriter::new(Closed), ArchiveWriter::inline(Closed)] {
+            let big = vec![1u8; CHUNK];
+            let mut result = Ok(());
+            for _ in 0..64 {
+                result = w.write_all(&big);
+                if result.is_err() {
+                    break;
+                }
             }
+            let err = result.unwrap_err();
+            let io = err
+                .chain()
+                .find_map(|e| e.downcast_ref::<io::Error>())
+                .unwrap();
+            assert_eq!(io.kind(), io::ErrorKind::BrokenPipe);
+            // Once failed, it stays failed.
+            assert!(w
+                .write_all(&big)
+                .and_then(|()| w.finish().map(drop))
+                .is_err());
         }
-        let err = result.unwrap_err();
-        let io = err
-            .chain()
-            .find_map(|e| e.downcast_ref::<io::Error>())
-            .unwrap();
-        assert_eq!(io.kind(), io::ErrorKind::BrokenPipe);
     }
 
     #[test]

@@ -275,9 +275,9 @@ fn known_compressed(img: &Image, i: usize, codec: Codec) -> Option<Layer> {
 
 /// The archive as an `io::Write`, for a layer compressed straight into its
 /// member.
-struct Member<'a, W: Write + Send + 'static>(&'a mut ArchiveWriter<W>);
+struct Member<'a, W: Write>(&'a mut ArchiveWriter<W>);
 
-impl<W: Write + Send + 'static> Write for Member<'_, W> {
+impl<W: Write> Write for Member<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.write_all(buf).map_err(io::Error::other)?;
         Ok(buf.len())
