@@ -24,10 +24,13 @@
 //! 7. [`daemon`] loads the archive into a Docker daemon (sending only the
 //!    layers it lacks) or podman.
 //!
-//! [`stream`] runs steps 5 and 6 in nixpkgs' order for one image; the
-//! executable (`main.rs`) parses the command line ([`cli`]), runs steps 1
-//! to 4 and hands the result to [`stream`]. [`escape`] keeps messages on
-//! stderr one line each and never fatal.
+//! The executable (`main.rs`) parses the command line ([`cli`]), runs
+//! steps 1 to 4 into the typed image model ([`model::Image`]) and hands it
+//! to each [`destination`] asked for (the docker-archive stream, OCI
+//! layouts, a registry push through [`registry`], a daemon load), which
+//! runs steps 5 and 6 its own way; [`blob`] makes one layer's compressed
+//! blob for those that need one. [`escape`] keeps messages on stderr one
+//! line each and never fatal.
 
 pub mod archive;
 pub mod base_image;

@@ -8,7 +8,9 @@
 //! - a blob of at most [`Options::whole_upload_max`] bytes is held in
 //!   memory and sent whole: one `PUT LOCATION?digest=…` carrying it, with
 //!   its `Content-Length`. The cheapest form for the registry (no upload
-//!   session state to store and resume), as containerd pushes.
+//!   session state to store and resume), as containerd pushes. A blob
+//!   whose size hint says it is small is produced on the uploading thread
+//!   (see [`pipe::stream_or_whole_hinted`]).
 //! - a longer blob streams in one `PATCH` (chunked transfer encoding, the
 //!   bytes held so far first), then `PUT LOCATION?digest=…` with no body.
 //!   Memory stays bounded: no such blob is held whole.
@@ -135,18 +137,21 @@ impl Client {
     ///
     /// [`Options::whole_upload_max`]: super::Options::whole_upload_max
     pub fn upload(&self, known_digest: Option<&str>, produce: &Producer<'_>) -> Result<BlobDigest> {
-        self.upload_at(known_digest, produce, false, None, None)
+        self.upload_at(known_digest, produce, false, 0, None, None)
     }
 
     /// [`Client::upload`], the first attempt at an upload already opened;
     /// no retry starts once `cancel` is set (another blob of the push
     /// failed). With `self_hashed`, `produce` returns the digest of what it
-    /// wrote, and the bytes are not hashed again on the way.
+    /// wrote, and the bytes are not hashed again on the way. `size_hint`:
+    /// about how long the blob is (0: unknown), see
+    /// [`pipe::stream_or_whole_hinted`].
     pub(crate) fn upload_at(
         &self,
         known: Option<&str>,
         produce: &Producer<'_>,
         self_hashed: bool,
+        size_hint: u64,
         mut opened: Option<String>,
         cancel: Option<&AtomicBool>,
     ) -> Result<BlobDigest> {
@@ -155,7 +160,7 @@ impl Client {
         let start = Instant::now();
         let mut tries = 1;
         loop {
-            match self.upload_once(known, produce, self_hashed, opened.take()) {
+            match self.upload_once(known, produce, self_hashed, size_hint, opened.take()) {
                 Ok(d) => return Ok(d),
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(e, delay)) => {
@@ -177,6 +182,7 @@ impl Client {
         known: Option<&str>,
         produce: &Producer<'_>,
         self_hashed: bool,
+        size_hint: u64,
         opened: Option<String>,
     ) -> Result<BlobDigest, Attempt> {
         let label = known.unwrap_or("(digest not known yet)");
@@ -191,17 +197,24 @@ impl Client {
             .headers
             .push(("content-type", "application/octet-stream".into()));
         let limit = self.whole_upload_max;
-        let run = pipe::stream_or_whole(produce, self_hashed, limit, |start| match start {
-            Start::Whole(body, blob) => {
-                Sent::Whole(self.put_held(&what, known, &location, body, blob))
-            }
-            Start::Stream(body) if monolithic => {
-                // An error here is the producer's, reported below.
-                let _ = std::io::copy(body, &mut std::io::sink());
-                Sent::Hashed
-            }
-            Start::Stream(body) => Sent::Patch(self.t.send_once(&patch, Some(body))),
-        });
+        let run =
+            pipe::stream_or_whole_hinted(
+                produce,
+                self_hashed,
+                limit,
+                size_hint,
+                |start| match start {
+                    Start::Whole(body, blob) => {
+                        Sent::Whole(self.put_held(&what, known, &location, body, blob))
+                    }
+                    Start::Stream(body) if monolithic => {
+                        // An error here is the producer's, reported below.
+                        let _ = std::io::copy(body, &mut std::io::sink());
+                        Sent::Hashed
+                    }
+                    Start::Stream(body) => Sent::Patch(self.t.send_once(&patch, Some(body))),
+                },
+            );
         let (sent, produced) = run.map_err(|e| self.producing(&what, e))?;
         let blob = match produced {
             Produced::Done(d) => Some(d),

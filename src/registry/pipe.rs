@@ -9,6 +9,8 @@
 //! byte is sent (one `PUT` with a `Content-Length`); a longer one streams,
 //! the held chunks first, so it is produced once either way. Memory is then
 //! at most `limit` plus one chunk plus the channel per upload.
+//! [`stream_or_whole_hinted`] does without the thread for a blob its size
+//! hint says is small.
 //!
 //! The body ends with an explicit end mark: if the producer fails or
 //! panics, the reader returns an error instead of a clean end, so a
@@ -101,6 +103,79 @@ pub fn stream_or_whole<R>(
         (None, Produced::Failed(e)) => Err(e),
         // Not reached: the channel is open until the producer has ended.
         (None, _) => Err(anyhow::anyhow!("the blob's producer stopped early")),
+    }
+}
+
+/// [`stream_or_whole`] for a blob of about `hint` bytes: if that is at
+/// most half the `limit`, it is produced on this thread straight into
+/// memory (no thread, no channel: for a push of many small layers, one
+/// thread each cost more than the work), then handed over whole. One that
+/// turns out longer than `limit` after all (a wrong hint) is dropped and
+/// produced again the streaming way.
+pub fn stream_or_whole_hinted<R>(
+    produce: &Producer<'_>,
+    self_hashed: bool,
+    limit: u64,
+    hint: u64,
+    consume: impl FnOnce(Start<'_>) -> R,
+) -> anyhow::Result<(R, Produced)> {
+    if hint == 0 || hint > limit / 2 {
+        return stream_or_whole(produce, self_hashed, limit, consume);
+    }
+    let mut held = Held {
+        buf: Vec::with_capacity(usize::try_from(hint).unwrap_or(0) + CHUNK),
+        hasher: (!self_hashed).then(Sha256::new),
+        limit,
+        over: false,
+    };
+    // A panic is an error, as on the producer's own thread.
+    let produced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| produce(&mut held)))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the blob's producer panicked")));
+    let reported = match produced {
+        Ok(reported) => reported,
+        Err(_) if held.over => return stream_or_whole(produce, self_hashed, limit, consume),
+        Err(e) => return Err(e),
+    };
+    let size = held.buf.len() as u64;
+    let blob = match (held.hasher.take(), reported) {
+        (Some(h), _) => BlobDigest {
+            digest: format!("sha256:{:x}", h.finalize()),
+            size,
+        },
+        (None, Some(d)) if d.size == size => d,
+        (None, _) => anyhow::bail!(
+            "internal: the blob's producer did not report the digest of the {size} bytes it wrote"
+        ),
+    };
+    let r = consume(Start::Whole(&mut &held.buf[..], blob.clone()));
+    Ok((r, Produced::Done(blob)))
+}
+
+/// A blob held whole in memory, up to a limit.
+struct Held {
+    buf: Vec<u8>,
+    /// None when the producer hashes what it writes itself.
+    hasher: Option<Sha256>,
+    limit: u64,
+    /// Set when a write would have passed `limit` (and failed).
+    over: bool,
+}
+
+impl Write for Held {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        if (self.buf.len() + b.len()) as u64 > self.limit {
+            self.over = true;
+            return Err(io::Error::other("the blob is longer than its size hint"));
+        }
+        self.buf.extend_from_slice(b);
+        if let Some(h) = &mut self.hasher {
+            h.update(b);
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -400,6 +475,69 @@ mod tests {
         let e = stream_or_whole(&panics, false, 1 << 20, |_| called.set(true)).unwrap_err();
         assert_eq!(e.to_string(), "the blob's producer panicked");
         assert!(!called.get());
+    }
+
+    /// Hinted small: produced here and handed over whole, once; hinted
+    /// wrong (longer than the limit after all): produced again and
+    /// streamed, every byte in order; failing or panicking: an error, and
+    /// nothing consumed; hinted large or unknown: as `stream_or_whole`.
+    #[test]
+    fn hinted_small_blobs_are_made_here() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let hinted = |n: usize, limit: u64, hint: u64| {
+            let (data, write) = pattern(n);
+            calls.store(0, Ordering::SeqCst);
+            let counted = |w: &mut dyn Write| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                write(w)
+            };
+            let ((whole, got), p) = stream_or_whole_hinted(&counted, false, limit, hint, |start| {
+                let mut v = Vec::new();
+                match start {
+                    Start::Whole(r, d) => (Some(d), r.read_to_end(&mut v).map(|_| v)),
+                    Start::Stream(r) => (None, r.read_to_end(&mut v).map(|_| v)),
+                }
+            })
+            .unwrap();
+            assert_eq!(got.unwrap(), data);
+            assert!(matches!(p, Produced::Done(d) if d == digest_of(&data)));
+            (whole.is_some(), calls.load(Ordering::SeqCst))
+        };
+        assert_eq!(hinted(300_000, 1 << 20, 300_000), (true, 1));
+        assert_eq!(hinted(0, 1 << 20, 1), (true, 1));
+        assert_eq!(hinted(300_001, 300_000, 1000), (false, 2));
+        assert_eq!(hinted(CHUNK * 3, 1 << 20, 0), (true, 1));
+        assert_eq!(hinted(CHUNK * 30, 1 << 20, CHUNK as u64 * 30), (false, 1));
+
+        let failing = |w: &mut dyn Write| -> anyhow::Result<Option<BlobDigest>> {
+            w.write_all(&[1; 1000])?;
+            anyhow::bail!("store read failed")
+        };
+        let called = std::cell::Cell::new(false);
+        let e = stream_or_whole_hinted(&failing, false, 1 << 20, 1000, |_| called.set(true))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "store read failed");
+        let panics = |_: &mut dyn Write| -> anyhow::Result<Option<BlobDigest>> { panic!("boom") };
+        let e = stream_or_whole_hinted(&panics, false, 1 << 20, 1000, |_| called.set(true))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "the blob's producer panicked");
+        assert!(!called.get());
+
+        let (_, write) = pattern(1000);
+        let said = |size: u64| BlobDigest {
+            digest: format!("sha256:{}", "cd".repeat(32)),
+            size,
+        };
+        let honest = |w: &mut dyn Write| write(w).map(|_| Some(said(1000)));
+        let ((), p) = stream_or_whole_hinted(&honest, true, 1 << 20, 1000, |start| match start {
+            Start::Whole(_, d) => assert_eq!(d, said(1000)),
+            Start::Stream(_) => panic!("streamed"),
+        })
+        .unwrap();
+        assert!(matches!(p, Produced::Done(d) if d == said(1000)));
+        let short = |w: &mut dyn Write| write(w).map(|_| Some(said(999)));
+        let e = stream_or_whole_hinted(&short, true, 1 << 20, 1000, |_| ()).unwrap_err();
+        assert!(e.to_string().contains("did not report"), "{e}");
     }
 
     /// A producer that hashes what it writes itself: its digest is taken

@@ -614,6 +614,7 @@ fn push_config(
             Ok(None)
         },
         false,
+        bytes.len() as u64,
         opened,
         None,
     )?;
@@ -741,6 +742,7 @@ fn push_layer(
         known_digest,
         &*layer.produce,
         layer.self_hashed,
+        layer.size_hint,
         opened,
         Some(cancel),
     )?;
