@@ -317,7 +317,12 @@ pub fn produce_into(
     codec: Codec,
     out: &mut dyn Write,
 ) -> Result<Layer> {
-    if prepared.as_ref().is_some_and(|p| p.size() <= INLINE) {
+    // Small by its walk, or by the graph's NAR size (a tar is about as big).
+    let size = prepared
+        .as_ref()
+        .map(Prepared::size)
+        .or(img.layers[i].nar_size);
+    if size.is_some_and(|s| s <= INLINE) {
         return produce_through(img, i, prepared, codec, out, ArchiveWriter::inline)
             .map(|(l, _)| l);
     }
