@@ -58,9 +58,7 @@ pub fn fixed_into(out: &mut Vec<u8>, data: &[u8], end_stream: bool) {
             bits.distance(distance);
             // Every position inside the match is remembered too, so a
             // later repeat of any part of it is found.
-            for p in i + 1..i + length {
-                remember(data, p, &mut head);
-            }
+            remember_all(data, i + 1..i + length, &mut head);
             i += length;
         } else {
             bits.literal(data[i]);
@@ -129,21 +127,56 @@ fn longest_earlier(data: &[u8], i: usize, head: &mut [u32]) -> (usize, usize) {
     let max = (data.len() - i).min(MAX_MATCH);
     // Overlapping matches (distance < length) are fine: the decoder copies
     // byte by byte, which is how a run repeats at distance 1.
-    let length = (0..max).take_while(|&k| data[c + k] == data[i + k]).count();
-    (length, i - c)
+    (common_prefix(&data[c..c + max], &data[i..i + max]), i - c)
 }
 
-fn remember(data: &[u8], i: usize, head: &mut [u32]) {
-    if let Some(slot) = slot(data, i) {
-        head[slot] = i as u32;
+/// How many leading bytes `a` and `b` (of one length) share: eight
+/// compared at a time (islands are mostly zero runs, matched 258 bytes at
+/// a time).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let mut k = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let differ = u64::from_le_bytes(x.try_into().unwrap_or_default())
+            ^ u64::from_le_bytes(y.try_into().unwrap_or_default());
+        if differ != 0 {
+            return k + differ.trailing_zeros() as usize / 8;
+        }
+        k += 8;
+    }
+    k + a[k..]
+        .iter()
+        .zip(&b[k..])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// Remembers every position of `range` in turn, as [`remember`] on each
+/// would, the 3-byte prefix rolled along instead of read afresh at each.
+fn remember_all(data: &[u8], range: std::ops::Range<usize>, head: &mut [u32]) {
+    // Positions with 3 bytes to hash.
+    let end = range.end.min(data.len().saturating_sub(MIN_MATCH - 1));
+    if range.start >= end {
+        return;
+    }
+    let p = range.start;
+    let mut v = u32::from(data[p]) << 8 | u32::from(data[p + 1]) << 16;
+    for (p, &next) in (p..end).zip(&data[p + 2..end + 2]) {
+        v = v >> 8 | u32::from(next) << 16;
+        head[hash(v)] = p as u32;
     }
 }
 
 /// The hash slot of the 3 bytes at `i`, if there are 3.
 fn slot(data: &[u8], i: usize) -> Option<usize> {
     let b = data.get(i..i + MIN_MATCH)?;
-    let v = u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16;
-    Some((v.wrapping_mul(0x9e37_79b1) >> (32 - HASH_BITS)) as usize)
+    Some(hash(
+        u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16,
+    ))
+}
+
+/// The slot of three bytes `v` (first byte lowest).
+fn hash(v: u32) -> usize {
+    (v.wrapping_mul(0x9e37_79b1) >> (32 - HASH_BITS)) as usize
 }
 
 /// Deflate's bit order: values least significant bit first, Huffman codes
@@ -294,6 +327,107 @@ mod tests {
         assert_eq!(noise_alone.len(), noise.len() + 5, "stored when smaller");
         // Zeros: 13 bits per 258 bytes (length 258, distance 1).
         assert!(out.len() < 450 + noise.len() + 20, "{}", out.len());
+    }
+
+    /// The encoder as first written, a byte at a time: matches extended
+    /// byte by byte, each position inside a match hashed afresh. The
+    /// output is pinned (it names every gzip blob), so the faster one must
+    /// write exactly what this writes.
+    fn plain_fixed_into(out: &mut Vec<u8>, data: &[u8], end_stream: bool) {
+        let start = out.len();
+        let mut bits = Bits::new(out);
+        bits.put(u32::from(end_stream), 1);
+        bits.put(1, 2);
+        let mut head = [u32::MAX; 1 << HASH_BITS];
+        let mut i = 0;
+        while i < data.len() {
+            let mut found = (0, 0);
+            if let Some(slot) = slot(data, i) {
+                let candidate = head[slot];
+                head[slot] = i as u32;
+                if candidate != u32::MAX && i - candidate as usize <= MAX_DISTANCE {
+                    let c = candidate as usize;
+                    let max = (data.len() - i).min(MAX_MATCH);
+                    let length = (0..max).take_while(|&k| data[c + k] == data[i + k]).count();
+                    found = (length, i - c);
+                }
+            }
+            let (length, distance) = found;
+            if length >= MIN_MATCH {
+                bits.length(length);
+                bits.distance(distance);
+                for p in i + 1..i + length {
+                    if let Some(slot) = slot(data, p) {
+                        head[slot] = p as u32;
+                    }
+                }
+                i += length;
+            } else {
+                bits.literal(data[i]);
+                i += 1;
+            }
+        }
+        bits.literal_or_length(256);
+        if !end_stream {
+            bits.put(0, 3);
+            bits.align();
+            bits.out.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        } else {
+            bits.align();
+        }
+        if out.len() - start > stored_len(data.len()) {
+            out.truncate(start);
+            stored_into(out, data, end_stream);
+        }
+    }
+
+    /// Islands as tar makes them (headers, zero-padded file ends, text,
+    /// runs, noise, repeats near and far, every length near the word
+    /// size and the match limits): the same bytes as the plain encoder.
+    #[test]
+    fn writes_what_the_plain_encoder_writes() {
+        let mut x = 12345u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u8
+                })
+                .collect()
+        };
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for n in (0..40).chain([255, 256, 257, 258, 259, 260, 265, 516, 517, 1000]) {
+            let mut v = noise(5);
+            v.extend(std::iter::repeat_n(0u8, n));
+            v.extend(noise(3));
+            v.extend(std::iter::repeat_n(b'a', n));
+            inputs.push(v);
+        }
+        for k in 0..64 {
+            let mut v = Vec::new();
+            let tail = noise(k * 7 % 512);
+            v.extend(&tail);
+            v.resize(512, 0);
+            v.extend(tar_header(&format!("nix/store/{k}-x/share/file-{k}.txt")));
+            v.extend(b"text, text and more text; ".repeat(k % 9));
+            v.extend(&tail[..tail.len() / 2]);
+            v.extend(noise(k));
+            inputs.push(v);
+        }
+        let mut far = noise(100);
+        far.extend(std::iter::repeat_n(0u8, MAX_DISTANCE - 100));
+        far.extend(far[..300].to_vec());
+        inputs.push(far);
+        for input in &inputs {
+            for end_stream in [false, true] {
+                let (mut fast, mut plain) = (Vec::new(), Vec::new());
+                fixed_into(&mut fast, input, end_stream);
+                plain_fixed_into(&mut plain, input, end_stream);
+                assert!(fast == plain, "{} bytes", input.len());
+            }
+        }
     }
 
     /// Many mixed inputs (runs, repeats from near and far, noise, cut at
