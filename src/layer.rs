@@ -498,6 +498,17 @@ mod tests {
         }
     }
 
+    /// root:root, mtime 1.
+    fn root() -> Owner {
+        Owner {
+            uid: 0,
+            gid: 0,
+            uname: "root".into(),
+            gname: "root".into(),
+            mtime: 1,
+        }
+    }
+
     /// Layers too big for the entry cache are walked again while
     /// streaming; the bytes must not depend on which path was taken.
     #[test]
@@ -509,13 +520,7 @@ mod tests {
         fs::write(store.join("aaaa-p/g"), "g").unwrap();
         let store_dir = store.to_str().unwrap().to_owned();
         let paths = vec![format!("{store_dir}/aaaa-p")];
-        let owner = Owner {
-            uid: 0,
-            gid: 0,
-            uname: "root".into(),
-            gname: "root".into(),
-            mtime: 1,
-        };
+        let owner = root();
         let mut outputs = Vec::new();
         for limit in [ENTRY_CACHE_BYTES, 0] {
             let plan = plan_with_cache(&paths, &store_dir, &owner, limit).unwrap();
@@ -550,13 +555,7 @@ mod tests {
             paths.push(p.to_str().unwrap().to_owned());
         }
         let store_dir = store.to_str().unwrap().to_owned();
-        let owner = Owner {
-            uid: 0,
-            gid: 0,
-            uname: "root".into(),
-            gname: "root".into(),
-            mtime: 1,
-        };
+        let owner = root();
         let tar = |plan: Option<LayerPlan>| {
             let mut w = ArchiveWriter::new(Vec::new());
             w.begin_hashed().unwrap();

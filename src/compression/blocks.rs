@@ -65,17 +65,27 @@ pub fn fixed_into(out: &mut Vec<u8>, data: &[u8], end_stream: bool) {
             i += 1;
         }
     }
+    end_fixed(bits, end_stream);
+    stored_if_smaller(out, start, data, end_stream);
+}
+
+/// Ends a fixed-Huffman block: the end-of-block code, then the sync flush
+/// marker (an empty stored block) or, at the stream's end, byte alignment.
+fn end_fixed(mut bits: Bits<'_>, end_stream: bool) {
     bits.literal_or_length(256);
     if !end_stream {
-        // The sync flush marker: an empty stored block.
         bits.put(0, 3);
         bits.align();
         bits.out.extend_from_slice(&[0, 0, 0xff, 0xff]);
     } else {
         bits.align();
     }
-    // Incompressible input: stored blocks end byte-aligned, so no sync
-    // marker is needed after them.
+}
+
+/// Replaces what was written of `data` from `start` by stored blocks if
+/// those are smaller (incompressible input). Stored blocks end
+/// byte-aligned, so no sync marker is needed after them.
+fn stored_if_smaller(out: &mut Vec<u8>, start: usize, data: &[u8], end_stream: bool) {
     if out.len() - start > stored_len(data.len()) {
         out.truncate(start);
         stored_into(out, data, end_stream);
@@ -329,10 +339,10 @@ mod tests {
         assert!(out.len() < 450 + noise.len() + 20, "{}", out.len());
     }
 
-    /// The encoder as first written, a byte at a time: matches extended
-    /// byte by byte, each position inside a match hashed afresh. The
-    /// output is pinned (it names every gzip blob), so the faster one must
-    /// write exactly what this writes.
+    /// The encoder's match loop as first written, a byte at a time:
+    /// matches extended byte by byte, each position inside a match hashed
+    /// afresh. The output is pinned (it names every gzip blob), so the
+    /// faster one must write exactly what this writes.
     fn plain_fixed_into(out: &mut Vec<u8>, data: &[u8], end_stream: bool) {
         let start = out.len();
         let mut bits = Bits::new(out);
@@ -367,18 +377,8 @@ mod tests {
                 i += 1;
             }
         }
-        bits.literal_or_length(256);
-        if !end_stream {
-            bits.put(0, 3);
-            bits.align();
-            bits.out.extend_from_slice(&[0, 0, 0xff, 0xff]);
-        } else {
-            bits.align();
-        }
-        if out.len() - start > stored_len(data.len()) {
-            out.truncate(start);
-            stored_into(out, data, end_stream);
-        }
+        end_fixed(bits, end_stream);
+        stored_if_smaller(out, start, data, end_stream);
     }
 
     /// Islands as tar makes them (headers, zero-padded file ends, text,
