@@ -163,9 +163,17 @@ struct Held {
 
 impl Write for Held {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        if (self.buf.len() + b.len()) as u64 > self.limit {
+        let need = self.buf.len() + b.len();
+        let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
+        if need > limit {
             self.over = true;
             return Err(io::Error::other("the blob is longer than its size hint"));
+        }
+        // Grown by doubling as a Vec would, but never past the limit: at
+        // most `limit` bytes held, as when streamed.
+        if need > self.buf.capacity() {
+            let want = need.max(2 * self.buf.capacity()).min(limit);
+            self.buf.reserve_exact(want - self.buf.len());
         }
         self.buf.extend_from_slice(b);
         if let Some(h) = &mut self.hasher {
