@@ -12,6 +12,9 @@
 //! a hasher thread hashes the chunks marked as layer data, and a writer
 //! thread writes them out and hands the buffers back. At most
 //! [`MAX_CHUNKS`] chunks exist, so memory does not grow with the image.
+//! A small blob takes the same steps on the caller's thread instead
+//! ([`ArchiveWriter::inline`]): for it, starting and feeding two threads
+//! costs more than their overlap saves.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -26,6 +29,8 @@ use sha2::{Digest, Sha256};
 pub const CHUNK: usize = 512 * 1024;
 /// Chunks in flight between the three threads.
 pub const MAX_CHUNKS: usize = 8;
+/// The one chunk of an inline pipeline ([`ArchiveWriter::inline`]).
+const INLINE_CHUNK: usize = 64 * 1024;
 
 /// A sha256 digest.
 pub type Sha = [u8; 32];
@@ -252,9 +257,10 @@ impl<W: Write> ArchiveWriter<W> {
 
     fn fresh_chunk(&mut self) -> Result<Chunk> {
         let pool = match &mut self.stages {
+            // One chunk, smaller: nothing overlaps with filling it.
             Stages::Inline { spare, .. } => {
                 return Ok(spare.take().unwrap_or_else(|| Chunk {
-                    data: vec![0; CHUNK],
+                    data: vec![0; INLINE_CHUNK],
                     used: 0,
                     hashed: false,
                 }));
