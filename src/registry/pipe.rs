@@ -137,18 +137,29 @@ pub fn stream_or_whole_hinted<R>(
         Err(e) => return Err(e),
     };
     let size = held.buf.len() as u64;
-    let blob = match (held.hasher.take(), reported) {
-        (Some(h), _) => BlobDigest {
-            digest: format!("sha256:{:x}", h.finalize()),
-            size,
-        },
-        (None, Some(d)) if d.size == size => d,
-        (None, _) => anyhow::bail!(
-            "internal: the blob's producer did not report the digest of the {size} bytes it wrote"
-        ),
-    };
+    let blob = written(held.hasher.take(), reported, size)?;
     let r = consume(Start::Whole(&mut &held.buf[..], blob.clone()));
     Ok((r, Produced::Done(blob)))
+}
+
+/// The digest and size of the `size` bytes a producer wrote: hashed on
+/// the way (`hasher`), or as the producer itself `reported` them, which
+/// must then be for exactly those bytes.
+fn written(
+    hasher: Option<Sha256>,
+    reported: Option<BlobDigest>,
+    size: u64,
+) -> anyhow::Result<BlobDigest> {
+    match (hasher, reported) {
+        (Some(h), _) => Ok(BlobDigest {
+            digest: format!("sha256:{:x}", h.finalize()),
+            size,
+        }),
+        (None, Some(d)) if d.size == size => Ok(d),
+        (None, _) => Err(anyhow::anyhow!(
+            "internal: the blob's producer did not report the digest of the {size} bytes it wrote"
+        )),
+    }
 }
 
 /// A blob held whole in memory, up to a limit.
@@ -211,17 +222,7 @@ fn with_producer<R>(
             };
             let r = produce(&mut w).and_then(|reported| {
                 w.send_buf()?;
-                match (w.hasher.take(), reported) {
-                    (Some(h), _) => Ok(BlobDigest {
-                        digest: format!("sha256:{:x}", h.finalize()),
-                        size: w.size,
-                    }),
-                    (None, Some(d)) if d.size == w.size => Ok(d),
-                    (None, _) => Err(anyhow::anyhow!(
-                        "internal: the blob's producer did not report the digest of the {} bytes it wrote",
-                        w.size
-                    )),
-                }
+                written(w.hasher.take(), reported, w.size)
             });
             match r {
                 Ok(blob) => {
